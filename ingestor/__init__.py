@@ -1,0 +1,3 @@
+"""ingestor: land files dropped into a landing directory exactly once."""
+
+__version__ = "0.1.0"

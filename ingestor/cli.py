@@ -1,0 +1,184 @@
+"""Command line: ``ingestor run | replay | ...``; thin, everything real lives in the stages.
+
+A bad flag or configuration value prints one line (``ingestor: error: ...``)
+and exits 2; a fatal start-up problem (ledger of other directories, a second
+daemon) logs one ``fatal`` line and exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+try:  # typer >= 0.2x vendors click as typer._click; earlier ones depend on click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef]
+
+from ingestor import logs
+from ingestor.daemon import Daemon
+from ingestor.errors import Fatal
+from ingestor.rescan import landing_paths
+from ingestor.settings import Settings, SettingsError, load
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Land files dropped into a landing directory exactly once.",
+)
+
+# ----------------------------------------------------------------- shared options
+
+InputOpt = Annotated[Path | None, typer.Option("--input", "-i", help="Landing directory to watch.")]
+WarehouseOpt = Annotated[
+    Path | None, typer.Option(help="Warehouse directory. [default: <input>/../warehouse]")
+]
+ManifestsOpt = Annotated[
+    Path | None, typer.Option(help="Manifest directory. [default: <input>/../manifests]")
+]
+StateOpt = Annotated[
+    Path | None, typer.Option("--state-path", help="SQLite ledger. [default: <input>/../state/ledger.sqlite]")
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML configuration file.")]
+ModeOpt = Annotated[
+    str | None, typer.Option(help="Completion detection: stability | sidecar. [default: stability]")
+]
+StabilityOpt = Annotated[
+    float | None, typer.Option(help="Seconds a file must stay unchanged to be complete. [default: 2.0]")
+]
+SidecarOpt = Annotated[str | None, typer.Option(help="Sidecar suffix in sidecar mode. [default: .ok]")]
+ScanOpt = Annotated[float | None, typer.Option(help="Seconds between reconciliation scans. [default: 60]")]
+ConcurrencyOpt = Annotated[int | None, typer.Option(help="Worker threads. [default: 4]")]
+BatchOpt = Annotated[int | None, typer.Option(help="Files per batch (one group commit). [default: 256]")]
+DryRunOpt = Annotated[bool | None, typer.Option("--dry-run/--no-dry-run", help="Report, move nothing.")]
+WatcherOpt = Annotated[str | None, typer.Option(help="auto | inotify | watchdog | poll. [default: auto]")]
+LayoutOpt = Annotated[
+    str | None, typer.Option(help="Warehouse path template. [default: ingest_date={date}/{relpath}]")
+]
+OnDupOpt = Annotated[str | None, typer.Option(help="quarantine | delete | keep. [default: quarantine]")]
+DedupOpt = Annotated[str | None, typer.Option(help="content | path+content. [default: content]")]
+IgnoreOpt = Annotated[
+    str | None, typer.Option("--ignore-suffixes", help="Comma-separated. [default: .tmp,.part,.swp]")
+]
+LogLevelOpt = Annotated[str | None, typer.Option(help="debug | info | warning | error. [default: info]")]
+MetricsPortOpt = Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")]
+MetricsIntervalOpt = Annotated[
+    float | None, typer.Option(help="Seconds between `metrics` log lines; 0: none. [default: 60]")
+]
+ShutdownOpt = Annotated[
+    float | None, typer.Option(help="Seconds to let in-flight work finish on SIGTERM. [default: 30]")
+]
+
+
+def _settings(config: Path | None, **flags: Any) -> Settings:
+    if flags.get("ignore_suffixes") is not None:
+        flags["ignore_suffixes"] = flags["ignore_suffixes"]
+    return load(flags, config=config)
+
+
+def _run_daemon(settings: Settings, **kwargs: Any) -> int:
+    logs.configure(settings.log_level.value)
+    return asyncio.run(Daemon(settings, **kwargs).run())
+
+
+# ----------------------------------------------------------------- commands
+
+
+@app.command()
+def run(
+    input: InputOpt = None,
+    warehouse: WarehouseOpt = None,
+    manifests: ManifestsOpt = None,
+    state_path: StateOpt = None,
+    config: ConfigOpt = None,
+    mode: ModeOpt = None,
+    stability_seconds: StabilityOpt = None,
+    sidecar_suffix: SidecarOpt = None,
+    scan_interval: ScanOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    batch_size: BatchOpt = None,
+    dry_run: DryRunOpt = None,
+    watcher: WatcherOpt = None,
+    layout: LayoutOpt = None,
+    on_duplicate: OnDupOpt = None,
+    dedup: DedupOpt = None,
+    ignore_suffixes: IgnoreOpt = None,
+    log_level: LogLevelOpt = None,
+    metrics_port: MetricsPortOpt = None,
+    metrics_interval: MetricsIntervalOpt = None,
+    shutdown_timeout: ShutdownOpt = None,
+) -> None:
+    """Watch the landing directory and land every complete file exactly once."""
+    flags = dict(locals())
+    settings = _settings(flags.pop("config"), **flags)
+    raise typer.Exit(_run_daemon(settings))
+
+
+@app.command()
+def replay(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Files or dirs below the landing dir. [default: all]")
+    ] = None,
+    input: InputOpt = None,
+    warehouse: WarehouseOpt = None,
+    manifests: ManifestsOpt = None,
+    state_path: StateOpt = None,
+    config: ConfigOpt = None,
+    mode: ModeOpt = None,
+    stability_seconds: StabilityOpt = None,
+    sidecar_suffix: SidecarOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    batch_size: BatchOpt = None,
+    dry_run: DryRunOpt = None,
+    layout: LayoutOpt = None,
+    on_duplicate: OnDupOpt = None,
+    dedup: DedupOpt = None,
+    ignore_suffixes: IgnoreOpt = None,
+    log_level: LogLevelOpt = None,
+) -> None:
+    """Scan once and land everything complete, then exit; safe beside a running daemon.
+
+    Exits 0 when everything complete was landed, 1 when a file could not be
+    (it stays where it is; the log says why).
+    """
+    flags = dict(locals())
+    targets = flags.pop("paths") or []
+    settings = _settings(flags.pop("config"), **flags)
+    try:
+        rels = landing_paths(settings.input, targets) if targets else None
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    raise typer.Exit(_run_daemon(settings, one_shot=True, paths=rels))
+
+
+# ----------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = app(args=argv, prog_name="ingestor", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        print(exc.format_message(), file=sys.stderr)
+        sys.exit(2)
+    except ClickException as exc:
+        print(f"ingestor: error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(2)
+    except SettingsError as exc:
+        print(f"ingestor: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except Fatal as exc:
+        logs.get_logger().critical("fatal", op=exc.op, path=exc.path, cause=exc.cause, hint=exc.hint)
+        sys.exit(1)
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

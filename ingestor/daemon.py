@@ -1,0 +1,527 @@
+"""Daemon: wires the stages; startup → main loop → graceful shutdown.
+
+    watch ─hint─┐
+    rescan ─────┼─► Readiness ─ready─► landers ─► Worker.land (thread pool) ─► ledger / move / manifest
+    new dir ────┘                         ▲
+    recovery (dead owners) / retries ─────┴─► Worker.finish
+
+One asyncio loop coordinates; everything that blocks (hashing, copying,
+fsync, SQLite, directory walks) runs in threads. ``Readiness`` and the fields
+of ``Daemon`` are touched only on the loop thread.
+
+Startup: open the ledger and take this process's owner lock; adopt and finish
+the unfinished records of dead owners (a crash, a ``kill -9``); start the
+watcher; scan everything. Then: events, periodic scans (which also adopt the
+records of any process that died meanwhile), retries with back-off.
+
+Shutdown (SIGTERM / SIGINT): stop taking new batches, let in-flight batches
+finish (bounded by ``shutdown_timeout``, after which long reads are told to
+stop: nothing half-done is recorded), close the ledger, exit 0.
+
+``one_shot`` (``ingestor replay``): no watcher, one scan, exit when nothing is
+pending. Safe beside a running daemon: each process only finishes records of
+owners that are dead, and every claim is decided in a ledger transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import fcntl
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ulid
+
+from ingestor import logs, rescan, systemd
+from ingestor.errors import Fatal
+from ingestor.fsops import TempDir
+from ingestor.ledger import Ledger, PlanPolicy
+from ingestor.manifest import ManifestWriter
+from ingestor.metrics import Metrics
+from ingestor.ready import Readiness
+from ingestor.records import Candidate, Record
+from ingestor.settings import Settings, WatcherKind
+from ingestor.watch import InotifyWatcher, WatchdogWatcher
+from ingestor.worker import Outcome, Worker
+
+MAX_BATCH_BYTES = 64 << 20
+DEFER_SECONDS = 0.05
+
+
+@dataclass(slots=True)
+class RunStats:
+    landed: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    not_ready: int = 0
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, one_shot: bool = False, paths: list[str] | None = None) -> None:
+        self.s = settings
+        self.one_shot = one_shot
+        self.paths = paths if paths is not None else [""]
+        self.owner = str(ulid.ULID())
+        self.log = logs.get_logger(owner=self.owner)
+        self.metrics = Metrics()
+        self.stats = RunStats()
+        self.stop_threads = threading.Event()  # tells long reads in worker threads to stop
+        self._stopping: asyncio.Event | None = None
+        self._scan_request: asyncio.Event | None = None
+        self._scan_targets: set[str] = set()
+        self._retry: list[Record] = []
+        self._retry_due = 0.0
+        self._backoff = 0.0
+        self._retry_attempts = 0
+        self._retry_wake: asyncio.Event | None = None
+        self._batches: set[asyncio.Future[Outcome]] = set()  # worker calls in flight
+        self._daemon_lock_fd = -1
+        self._last_failure_log = 0.0
+        self._opened = False
+        self._crashed = False
+
+    # ------------------------------------------------------------ startup
+
+    def _open(self) -> None:
+        s = self.s
+        for d in (s.input, s.warehouse, s.manifests):
+            d.mkdir(parents=True, exist_ok=True)
+        s.ledger_dir.mkdir(parents=True, exist_ok=True)
+        if not self.one_shot:
+            self._take_daemon_lock()
+        self.ledger = Ledger(s.state_path, self.owner)
+        self.ledger.open(
+            {"landing": str(s.input), "warehouse": str(s.warehouse), "manifests": str(s.manifests)}
+        )
+        self.ledger.commit_observer = self.metrics.on_commit
+        self.landing_fd = os.open(s.input, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.tmp = TempDir(s.warehouse, self.owner)
+        self.tmp.open()
+        self.manifest = ManifestWriter(s.manifests)
+        self.worker = Worker(
+            landing=s.input,
+            landing_fd=self.landing_fd,
+            warehouse=s.warehouse,
+            ledger=self.ledger,
+            manifest=self.manifest,
+            tmp=self.tmp,
+            policy=PlanPolicy(s.layout, s.dedup, s.on_duplicate, s.warehouse),
+            stability_ns=int(s.stability_seconds * 1e9) if s.mode.value == "stability" else 0,
+            stop=self.stop_threads,
+            log=self.log,
+            dry_run=s.dry_run,
+            on_done=self.metrics.on_done,
+        )
+        self.pool = concurrent.futures.ThreadPoolExecutor(s.concurrency + 1, thread_name_prefix="worker")
+        self._opened = True
+
+    def _take_daemon_lock(self) -> None:
+        path = self.s.ledger_dir / "daemon.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise Fatal(
+                "start",
+                str(self.s.state_path),
+                f"another ingestor daemon (pid {other or '?'}) is running on this ledger",
+                "stop it first; `ingestor replay` may run beside it",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._daemon_lock_fd = fd
+
+    def _close(self) -> None:
+        if self._opened:
+            self.pool.shutdown(wait=True)
+            self.ledger.close()
+            self.tmp.close()
+            os.close(self.landing_fd)
+        if self._daemon_lock_fd >= 0:
+            os.close(self._daemon_lock_fd)
+            self._daemon_lock_fd = -1
+
+    # ------------------------------------------------------------ recovery
+
+    def _recover(self) -> list[Record]:
+        """Adopt and finish the unfinished records of dead owners (runs in a thread)."""
+        owners = self.ledger.open_owners() | set(self.ledger.owners.dead_owners()) | self.tmp.owners()
+        unfinished: list[Record] = []
+        for owner in sorted(owners - {self.owner}):
+            if not self.ledger.owners.try_take(owner):
+                continue  # alive: a replay, or a daemon on another ledger sharing the warehouse
+            records = self.ledger.adopt(owner)
+            temps = self.tmp.remove_owner(owner)
+            if records:
+                out = self.worker.finish(records, recovering=True)
+                unfinished.extend(out.unfinished)
+                self.log.info(
+                    "recovered",
+                    dead_owner=owner,
+                    records=len(records),
+                    finished=len(out.done),
+                    abandoned=len(out.abandoned),
+                    unfinished=len(out.unfinished),
+                    temporaries_removed=temps,
+                )
+            elif temps:
+                self.log.info("recovered", dead_owner=owner, records=0, temporaries_removed=temps)
+            self.ledger.owners.release(owner, remove=True)
+        return unfinished
+
+    # ------------------------------------------------------------ the sink for watchers
+
+    def hint(self, rel: str) -> None:
+        self.metrics.events.inc()
+        self.readiness.hint(rel)
+
+    def new_dir(self, rel: str) -> None:
+        self.request_scan(rel)
+
+    def overflow(self) -> None:
+        self.request_scan("")
+
+    def request_scan(self, rel: str) -> None:
+        self._scan_targets.add(rel)
+        if self._scan_request is not None:
+            self._scan_request.set()
+
+    def request_stop(self) -> None:
+        if self._stopping is None:
+            return
+        if self._stopping.is_set():
+            self.stop_threads.set()  # asked twice: stop long reads now
+        self._stopping.set()
+
+    # ------------------------------------------------------------ main
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self._scan_request = asyncio.Event()
+        self._retry_wake = asyncio.Event()
+        try:
+            await loop.run_in_executor(None, self._open)
+            return await self._main(loop)
+        finally:
+            await loop.run_in_executor(None, self._close)
+
+    async def _main(self, loop: asyncio.AbstractEventLoop) -> int:
+        assert self._stopping is not None
+        s = self.s
+        self.readiness = Readiness(
+            landing=s.input,
+            mode=s.mode,
+            stability_seconds=s.stability_seconds,
+            sidecar_suffix=s.sidecar_suffix,
+            ignore_suffixes=s.ignore_suffixes,
+            log=self.log,
+            one_shot=self.one_shot,
+        )
+        r = self.readiness
+        self.metrics.bind_gauges(
+            lambda: len(r.ready), lambda: len(r.pending), lambda: len(r.busy), lambda: len(self._retry)
+        )
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        self.watcher: InotifyWatcher | WatchdogWatcher | None = None
+        server = None
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            self._retry.extend(await loop.run_in_executor(None, self._recover))
+            if not self.one_shot:
+                self.watcher = self._start_watcher(loop)
+                if s.metrics_port is not None:
+                    server = self.metrics.serve(s.metrics_port)
+            for p in self.paths:
+                self._scan_targets.add(p)
+            tasks.append(self._task(r.run(), "readiness"))
+            tasks += [self._task(self._lander(), f"lander-{i}") for i in range(s.concurrency)]
+            tasks.append(self._task(self._retrier(), "retrier"))
+            await self._scan_once(loop)
+            if self.one_shot:
+                await self._until_idle()
+            else:
+                tasks.append(self._task(self._scanner(loop), "scanner"))
+                tasks.append(self._task(self._heartbeat(), "heartbeat"))
+                systemd.notify("READY=1", f"STATUS=watching {s.input}")
+                self.log.info(
+                    "started",
+                    input=str(s.input),
+                    warehouse=str(s.warehouse),
+                    manifests=str(s.manifests),
+                    state_path=str(s.state_path),
+                    mode=s.mode.value,
+                    watcher=type(self.watcher).__name__ if self.watcher else "poll",
+                    dirs_watched=self.watcher.watched if self.watcher else 0,
+                    metrics_port=s.metrics_port,
+                )
+                await self._stopping.wait()
+            systemd.notify("STOPPING=1")
+            self.log.info("stopping", in_flight=len(r.busy), waiting=len(r.pending), ready=len(r.ready))
+            await self._drain()
+        finally:
+            if self.watcher is not None:
+                self.watcher.close()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            if server is not None:
+                server.shutdown()
+        self.log.info(
+            "stopped",
+            landed=self.stats.landed,
+            duplicates=self.stats.duplicates,
+            failed=self.stats.failed,
+            not_ready=len(r.not_ready),
+            retrying=len(self._retry),
+        )
+        if self._crashed or (self.one_shot and (self._retry or self.stats.failed)):
+            return 1
+        return 0
+
+    def _task(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """A stage that dies is a bug: say so loudly and stop (recovery finishes its work on restart)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        self.log.critical("internal_error", task=task.get_name(), exc_info=exc)
+        self._crashed = True
+        self.request_stop()
+
+    def _start_watcher(self, loop: asyncio.AbstractEventLoop) -> InotifyWatcher | WatchdogWatcher | None:
+        kind = self.s.watcher
+        if kind is WatcherKind.POLL:
+            return None
+        if kind in (WatcherKind.AUTO, WatcherKind.INOTIFY):
+            w = InotifyWatcher(self.s.input, self, self.log)
+            try:
+                w.start(loop)
+                return w
+            except OSError as exc:
+                if kind is WatcherKind.INOTIFY:
+                    raise Fatal(
+                        "start inotify", str(self.s.input), str(exc), "try --watcher watchdog"
+                    ) from exc
+                self.log.warning("inotify_unavailable", error=str(exc), fallback="watchdog")
+        wd = WatchdogWatcher(self.s.input, self, self.log)
+        wd.start(loop)
+        return wd
+
+    async def _drain(self) -> None:
+        """Let in-flight batches finish, within the shutdown timeout."""
+        if self._batches:
+            _, late = await asyncio.wait(set(self._batches), timeout=self.s.shutdown_timeout)
+            if late:
+                self.log.warning("shutdown_timeout", in_flight=len(late), hint="long reads told to stop")
+                self.stop_threads.set()
+                await asyncio.wait(late)
+
+    async def _until_idle(self) -> None:
+        """One-shot: return once nothing is pending, ready, in flight or retryable."""
+        assert self._stopping is not None
+        r = self.readiness
+        while not self._stopping.is_set():
+            if r.idle() and not self._batches and (not self._retry or self._retry_attempts >= 3):
+                return
+            r.progress.clear()
+            try:
+                # progress is set after every judging round and every batch
+                await asyncio.wait_for(r.progress.wait(), 1.0)
+            except TimeoutError:
+                continue
+
+    # ------------------------------------------------------------ scanning
+
+    async def _scanner(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._scan_request is not None
+        while True:
+            try:
+                await asyncio.wait_for(self._scan_request.wait(), self.s.scan_interval)
+            except TimeoutError:
+                self._scan_targets.add("")
+            await self._scan_once(loop)
+
+    async def _scan_once(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._scan_request is not None
+        self._scan_request.clear()
+        targets, self._scan_targets = self._scan_targets, set()
+        if not targets:
+            return
+        if "" in targets:
+            targets = {""}
+            if not self.one_shot:
+                self._retry.extend(await loop.run_in_executor(None, self._recover))
+        else:  # drop targets inside other targets
+            targets = {t for t in targets if not any(t.startswith(o + "/") for o in targets)}
+        started = time.monotonic()
+        seen = 0
+        for target in sorted(targets):
+            seen += await loop.run_in_executor(None, self._scan, loop, target)
+        self.metrics.scans.inc()
+        if "" in targets:
+            self.log.info("scan_done", files=seen, seconds=round(time.monotonic() - started, 3))
+
+    def _scan(self, loop: asyncio.AbstractEventLoop, target: str) -> int:
+        """Runs in a thread: walk and hand observations to the loop."""
+        return rescan.scan(
+            self.landing_fd,
+            target,
+            emit=lambda chunk: loop.call_soon_threadsafe(self._observe, chunk),
+            live=self.ledger.live_identities,
+            ignored=lambda rel: self.readiness.target(rel) is None,
+            on_dir=self.watcher.add_dir if self.watcher is not None else None,
+            stop=self.stop_threads,
+        )
+
+    def _observe(self, chunk: list[rescan.Observation]) -> None:
+        r = self.readiness
+        for rel, st in chunk:
+            r.observe(rel, st)
+
+    # ------------------------------------------------------------ landing
+
+    async def _lander(self) -> None:
+        assert self._stopping is not None
+        loop = asyncio.get_running_loop()
+        r = self.readiness
+        while not self._stopping.is_set():
+            if not r.ready:
+                waiter = asyncio.ensure_future(r.ready_event.wait())
+                stopper = asyncio.ensure_future(self._stopping.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                continue
+            batch = r.take(self.s.batch_size, MAX_BATCH_BYTES)
+            if not batch:
+                continue
+            out = await self._in_pool(loop, self.worker.land, batch)
+            self._settle(batch, out)
+
+    async def _in_pool(self, loop: asyncio.AbstractEventLoop, fn: Any, arg: Any) -> Outcome:
+        fut = loop.run_in_executor(self.pool, fn, arg)
+        self._batches.add(fut)
+        try:
+            # shielded: a cancelled lander must not forget a batch a thread is still landing
+            return await asyncio.shield(fut)
+        finally:
+            if fut.done():
+                self._batches.discard(fut)
+            else:
+                fut.add_done_callback(self._batches.discard)
+
+    def _settle(self, batch: list[Candidate], out: Outcome) -> None:
+        """Apply a batch's outcome to readiness and the retry queue (loop thread)."""
+        r = self.readiness
+        r.release(c.rel for c in batch)
+        for rec in out.done:
+            if rec.status.value == "ingested":
+                self.stats.landed += 1
+            else:
+                self.stats.duplicates += 1
+        for cand in out.deferred:
+            r.retry(cand.rel, DEFER_SECONDS)
+        for rel in out.changed:
+            r.retry(rel, r.window)
+        fresh = {rel for rel, key in out.settle if r.settle(rel, key)}
+        for cand, exc in out.bad:
+            self.metrics.error("bad_input")
+            self.stats.failed += 1
+            if cand.rel in fresh:
+                self.log.warning(
+                    "file_rejected", path=str(self.s.input / cand.rel), cause=exc.cause, hint=exc.hint
+                )
+        failures = [exc for _, exc in out.failed]
+        if out.error is not None:
+            failures.append(out.error)
+        if failures:
+            self._backoff = min(max(self._backoff * 2, 0.5), self.s.retry_max_seconds)
+            for f in failures:
+                self.metrics.error(f.kind)
+            now = time.monotonic()
+            if now - self._last_failure_log >= 5 or self.one_shot:
+                self._last_failure_log = now
+                first = failures[0]
+                self.log.error(
+                    "step_failed",
+                    op=first.op,
+                    path=first.path,
+                    cause=first.cause,
+                    hint=first.hint,
+                    files=len(out.failed) + len(out.unfinished),
+                    retry_in_s=self._backoff,
+                )
+            for cand, _ in out.failed:
+                r.retry(cand.rel, self._backoff)
+            if out.unfinished:
+                self._retry.extend(out.unfinished)
+                self._retry_due = time.monotonic() + self._backoff
+                assert self._retry_wake is not None
+                self._retry_wake.set()
+            if self.one_shot:
+                self.stats.failed += len(out.failed)
+        elif out.done:
+            self._backoff = 0.0
+        for cand in out.stopped:
+            r.forget(cand.rel)
+
+    async def _retrier(self) -> None:
+        """Redo the failed steps of planned records, after the back-off."""
+        assert self._stopping is not None and self._retry_wake is not None
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            wait = None if not self._retry else self._retry_due - time.monotonic()
+            if wait is None or wait > 0:
+                self._retry_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._retry_wake.wait(), wait)
+                continue
+            records, self._retry = self._retry, []
+            self._retry_attempts += 1
+            out = await self._in_pool(loop, self._finish, records)
+            self._settle([], out)
+            if not out.unfinished:
+                self._retry_attempts = 0
+            self.readiness.progress.set()
+
+    def _finish(self, records: list[Record]) -> Outcome:
+        return self.worker.finish(records, recovering=True)
+
+    async def _heartbeat(self) -> None:
+        """The periodic metrics line and the systemd watchdog ping."""
+        wd = systemd.watchdog_interval()
+        interval = min(x for x in (self.s.metrics_interval or None, wd, 3600.0) if x)
+        last_metrics = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            if wd:
+                systemd.notify("WATCHDOG=1")
+            now = time.monotonic()
+            if self.s.metrics_interval and now - last_metrics >= self.s.metrics_interval - 1e-3:
+                last_metrics = now
+                r = self.readiness
+                self.log.info(
+                    "metrics",
+                    **self.metrics.snapshot(),
+                    queue_depth=len(r.ready),
+                    waiting=len(r.pending),
+                    in_flight=len(r.busy),
+                    retrying=len(self._retry),
+                    events_total=self.watcher.events if self.watcher else 0,
+                )

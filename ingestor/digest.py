@@ -1,0 +1,153 @@
+"""Digest: a candidate path → ``Hashed`` (identity + SHA-256), read through one descriptor.
+
+The file is opened below the landing root without following any symlink
+(``fsops.open_beneath``) and with ``O_NONBLOCK`` so a FIFO cannot hang a
+worker; ``fstat`` on that same descriptor must say "regular file". It is
+hashed through that descriptor and ``fstat``-ed again: a file that changed
+while being read (size, mtime, inode) raises ``Gone`` and goes back to waiting.
+
+A file that must be copied rather than renamed (another filesystem, or
+``st_nlink > 1``: a hard link shares its inode with a path that may lie outside
+the landing dir, so the inode itself must never enter the warehouse) is copied
+into the warehouse's temporary dir *while* it is hashed: one read pass.
+
+Large files are read with ``POSIX_FADV_SEQUENTIAL`` and dropped from the page
+cache behind the reader (``POSIX_FADV_DONTNEED``), so a terabyte file does not
+flush everything else out of memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat as stat_mod
+import threading
+from collections.abc import Callable
+
+from ingestor.errors import BadInput, Gone, Stopping, from_oserror
+from ingestor.fsops import OPEN_DATA, TempDir, open_beneath
+from ingestor.records import Candidate, Hashed, Identity
+
+BUFFER_SIZE = 1 << 20
+DROP_CACHE_ABOVE = 256 << 20  # files larger than this are dropped from the page cache
+_DROP_EVERY = 64 << 20
+
+
+def digest(
+    root_fd: int,
+    cand: Candidate,
+    *,
+    warehouse_dev: int,
+    tmp: TempDir,
+    stop: threading.Event,
+    before_read: Callable[[str, Identity], bool] | None = None,
+) -> Hashed | None:
+    """Hash one candidate; copy it into ``tmp`` at the same time if it cannot be renamed.
+
+    ``before_read(rel, identity)`` is asked between the first fstat and the
+    first read; when it says False the file is not read and None is returned.
+    """
+    try:
+        fd = open_beneath(root_fd, cand.rel, OPEN_DATA)
+    except OSError as exc:
+        raise from_oserror("open", cand.rel, exc, source=True) from exc
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise BadInput(
+                "open", cand.rel, "not a regular file", "FIFOs, sockets and devices are never read"
+            )
+        ident = Identity.of(st)
+        if before_read is not None and not before_read(cand.rel, ident):
+            return None
+        temp: str | None = None
+        sink = -1
+        if st.st_dev != warehouse_dev or st.st_nlink > 1:
+            try:
+                temp, sink = tmp.create()
+            except OSError as exc:
+                raise from_oserror("create temporary in", str(tmp.path), exc, source=False) from exc
+        try:
+            sha = hash_fd(fd, st.st_size, stop=stop, sink=sink, name=cand.rel)
+            if sink >= 0:
+                try:
+                    os.fdatasync(sink)
+                except OSError as exc:
+                    raise from_oserror("fsync copy of", cand.rel, exc, source=False) from exc
+            after = os.fstat(fd)
+            if Identity.of(after) != ident:
+                raise Gone("hash", cand.rel, "changed while being hashed")
+        except BaseException:
+            if temp is not None:
+                os.close(sink)
+                sink = -1
+                tmp.remove(temp)
+            raise
+        finally:
+            if sink >= 0:
+                os.close(sink)
+        return Hashed(cand, ident, sha, temp)
+    finally:
+        os.close(fd)
+
+
+def hash_fd(
+    fd: int,
+    size: int,
+    *,
+    stop: threading.Event | None = None,
+    sink: int = -1,
+    name: str = "",
+) -> str:
+    """SHA-256 of ``fd`` from offset 0; every chunk is also written to ``sink`` if given."""
+    h = hashlib.sha256()
+    buf = bytearray(BUFFER_SIZE if size >= BUFFER_SIZE else max(size, 4096))
+    view = memoryview(buf)
+    drop = size > DROP_CACHE_ABOVE
+    if drop:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    offset = 0
+    dropped = 0
+    while True:
+        try:
+            n = os.preadv(fd, [buf], offset)
+        except OSError as exc:
+            raise from_oserror("read", name, exc, source=True) from exc
+        if n == 0:
+            break
+        chunk = view[:n]
+        h.update(chunk)
+        if sink >= 0:
+            _write_all(sink, chunk, name)
+        offset += n
+        if drop and offset - dropped >= _DROP_EVERY:
+            os.posix_fadvise(fd, dropped, offset - dropped, os.POSIX_FADV_DONTNEED)
+            if sink >= 0:
+                # written pages can only be dropped once on disk; start writeback now
+                os.fdatasync(sink)
+                os.posix_fadvise(sink, dropped, offset - dropped, os.POSIX_FADV_DONTNEED)
+            dropped = offset
+        if stop is not None and stop.is_set():
+            raise Stopping(name)
+    return h.hexdigest()
+
+
+def _write_all(fd: int, data: memoryview, name: str) -> None:
+    while data:
+        try:
+            n = os.write(fd, data)
+        except OSError as exc:
+            raise from_oserror("copy", name, exc, source=False) from exc
+        data = data[n:]
+
+
+def hash_at(dir_fd: int, name: str) -> str | None:
+    """SHA-256 of a file we own (in the warehouse), or None if it is missing."""
+    try:
+        fd = os.open(name, OPEN_DATA, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    try:
+        return hash_fd(fd, os.fstat(fd).st_size, name=name)
+    finally:
+        os.close(fd)

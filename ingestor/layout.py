@@ -1,0 +1,124 @@
+"""Warehouse layout: where a landed file goes, as a path relative to the warehouse.
+
+A template names the fields below; the default is ``ingest_date={date}/{relpath}``
+and ``bronze/{yyyy}/{mm}/{dd}/{hhmmss}--{name}`` expresses the "bronze" style.
+
+=============  ==============================================================
+``{date}``     UTC landing date ``YYYY-MM-DD``
+``{yyyy}`` ``{mm}`` ``{dd}`` ``{hh}`` ``{hhmmss}``  parts of the UTC landing time
+``{relpath}``  the path relative to the landing dir (``a/b/data.csv``)
+``{reldir}``   its directory part (empty at the top level)
+``{name}``     the file name (``data.csv``); ``{stem}`` ``data``; ``{ext}`` ``.csv``
+``{sha256}``   the content hash; ``{sha8}`` its first 8 hex digits
+=============  ==============================================================
+
+Every path component is kept within the 255-byte ``NAME_MAX``: a long name is
+shortened in its stem, never in its extension, at a UTF-8 character boundary.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import time
+
+DEFAULT_LAYOUT = "ingest_date={date}/{relpath}"
+NAME_MAX = 255
+FIELDS = frozenset(
+    {"date", "yyyy", "mm", "dd", "hh", "hhmmss", "relpath", "reldir", "name", "stem", "ext", "sha256", "sha8"}
+)
+_COMPRESSION = frozenset({".gz", ".bz2", ".xz", ".zst", ".lz4", ".z", ".zip"})
+
+
+class LayoutError(ValueError):
+    """A layout template that cannot produce a safe relative path."""
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``data.csv.gz`` → (``data``, ``.csv.gz``); ``.hidden`` and ``noext`` have no ext."""
+    stem, ext = os.path.splitext(name)
+    if ext.lower() in _COMPRESSION:
+        stem2, ext2 = os.path.splitext(stem)
+        if ext2 and len(ext2) <= 10:
+            return stem2, ext2 + ext
+    return stem, ext
+
+
+def validate_layout(template: str) -> str:
+    names = set()
+    try:
+        for _, field, spec, conv in string.Formatter().parse(template):
+            if field is None:
+                continue
+            if spec or conv:
+                raise LayoutError(f"layout field {{{field}}} takes no format spec")
+            names.add(field)
+    except ValueError as exc:
+        raise LayoutError(f"layout {template!r} is not a valid template: {exc}") from None
+    unknown = names - FIELDS
+    if unknown:
+        raise LayoutError(f"layout has unknown field(s) {sorted(unknown)}; known: {sorted(FIELDS)}")
+    if not names & {"relpath", "name", "stem"}:
+        raise LayoutError("layout must contain {relpath}, {name} or {stem}")
+    if template.startswith("/"):
+        raise LayoutError("layout must be a relative path")
+    render(template, "sub/dir/sample.csv", 0, "0" * 64)
+    return template
+
+
+def render(template: str, rel: str, ns: int, sha256: str) -> str:
+    """The warehouse-relative path of ``rel`` landed at ``ns`` with content ``sha256``."""
+    t = time.gmtime(ns // 1_000_000_000)
+    name = os.path.basename(rel)
+    stem, ext = split_name(name)
+    out = template.format(
+        date=f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}",
+        yyyy=f"{t.tm_year:04d}",
+        mm=f"{t.tm_mon:02d}",
+        dd=f"{t.tm_mday:02d}",
+        hh=f"{t.tm_hour:02d}",
+        hhmmss=f"{t.tm_hour:02d}{t.tm_min:02d}{t.tm_sec:02d}",
+        relpath=rel,
+        reldir=os.path.dirname(rel),
+        name=name,
+        stem=stem,
+        ext=ext,
+        sha256=sha256,
+        sha8=sha256[:8],
+    )
+    parts = [p for p in out.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise LayoutError(f"layout {template!r} gives an unsafe path {out!r} for {rel!r}")
+    return "/".join(fit_component(p) for p in parts)
+
+
+def fit_component(name: str, limit: int = NAME_MAX) -> str:
+    """Shorten a path component to ``limit`` bytes, cutting the stem only."""
+    raw = os.fsencode(name)
+    if len(raw) <= limit:
+        return name
+    stem, ext = split_name(name)
+    ext_raw = os.fsencode(ext)
+    if len(ext_raw) > limit // 2:
+        stem, ext_raw = name, b""
+    room = limit - len(ext_raw)
+    cut = os.fsencode(stem)[:room]
+    # back off to a UTF-8 character boundary (continuation bytes are 10xxxxxx)
+    while cut and len(cut) < len(os.fsencode(stem)) and (os.fsencode(stem)[len(cut)] & 0xC0) == 0x80:
+        cut = cut[:-1]
+    return os.fsdecode(cut + ext_raw)
+
+
+def with_suffix(rel: str, sha256: str, attempt: int) -> str:
+    """The same path with a content suffix in its name: ``a/data~1a2b3c4d.csv``.
+
+    ``attempt`` 1 gives the plain suffix; later attempts add ``-2``, ``-3``...
+    (only needed when the same content lands twice under ``--dedup path+content``).
+    """
+    head, name = os.path.split(rel)
+    stem, ext = split_name(name)
+    tag = f"~{sha256[:8]}" + (f"-{attempt}" if attempt > 1 else "")
+    stem_room = NAME_MAX - len(os.fsencode(ext)) - len(tag)
+    short = fit_component(stem, max(stem_room, 1)) if stem_room > 0 else ""
+    new = fit_component(short + tag + ext)
+    return f"{head}/{new}" if head else new

@@ -1,0 +1,578 @@
+"""Ledger: the durable exactly-once state, in SQLite.
+
+One thread owns the write connection (``_run``); callers — worker threads or
+the event loop — hand it a function and wait on a future. It drains every
+request queued at that moment into one ``BEGIN IMMEDIATE`` transaction, one
+``SAVEPOINT`` per request so one failing request does not fail the others,
+and commits once: thousands of files per second cost a handful of fsyncs.
+
+Durability: WAL with ``synchronous=FULL`` (set on every connection: it does not
+persist; WAL does), so a committed transaction survives power loss.
+
+Rows (``files``) carry the owner that is working on them: a process id
+(ULID) whose lock file under ``owners/`` it holds with ``flock`` for its
+lifetime. The kernel drops the lock when the process dies, however it dies, so
+any process can tell a dead owner from a live one and adopt its unfinished
+rows: the daemon and ``ingestor replay`` share one ledger safely.
+
+Decisions made here, atomically: is this identity already in flight (skip)?
+is this content already claimed (duplicate, or wait while the original is still
+in flight)? which warehouse path (never one already planned or present: a
+colliding name gets a content suffix)?
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import fcntl
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import ulid
+
+from ingestor import layout as layout_mod
+from ingestor.errors import Fatal, Retryable
+from ingestor.manifest import manifest_rel_for
+from ingestor.records import Action, Hashed, Identity, Record, State, Status
+from ingestor.settings import Dedup, OnDuplicate
+
+T = TypeVar("T")
+DUPLICATES_DIR = "_duplicates"
+_OPEN = "('hashed','moved')"
+MAX_GROUP = 1024
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files(
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    status TEXT NOT NULL,
+    action TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    source_rel BLOB NOT NULL,
+    device INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    dest_rel BLOB,
+    manifest_rel TEXT NOT NULL,
+    manifest_floor INTEGER,
+    ingested_ns INTEGER NOT NULL,
+    duplicate_of TEXT,
+    sidecar_rel BLOB,
+    note TEXT,
+    updated_ns INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS files_dest ON files(dest_rel)
+    WHERE dest_rel IS NOT NULL AND state != 'abandoned';
+CREATE INDEX IF NOT EXISTS files_live_identity ON files(inode, device, size, mtime_ns)
+    WHERE state IN {_OPEN} OR action = 'kept';
+CREATE INDEX IF NOT EXISTS files_open ON files(owner) WHERE state IN {_OPEN};
+CREATE TABLE IF NOT EXISTS content(key BLOB PRIMARY KEY, id TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+_COLUMNS = (
+    "id, state, status, action, source_rel, device, inode, size, mtime_ns, sha256, dest_rel, "
+    "manifest_rel, manifest_floor, ingested_ns, duplicate_of, sidecar_rel"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanPolicy:
+    layout: str
+    dedup: Dedup
+    on_duplicate: OnDuplicate
+    warehouse: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Not planned: the identity is already in flight elsewhere, or kept."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Defer:
+    """Same content as a file still in flight: decide once that one is final."""
+
+    original: str
+
+
+PlanResult = Record | Skip | Defer
+
+
+@dataclass(frozen=True, slots=True)
+class MovedUpdate:
+    id: str
+    manifest_floor: int
+    # set when the file changed between hashing and the end of its move
+    changed: tuple[Identity, str] | None = None
+
+
+def _b(path: str | None) -> bytes | None:
+    return None if path is None else os.fsencode(path)
+
+
+def _s(blob: bytes | None) -> str | None:
+    return None if blob is None else os.fsdecode(blob)
+
+
+def _record(row: Sequence[Any]) -> Record:
+    return Record(
+        id=row[0],
+        state=State(row[1]),
+        status=Status(row[2]),
+        action=Action(row[3]),
+        source_rel=os.fsdecode(row[4]),
+        identity=Identity(row[5], row[6], row[7], row[8]),
+        sha256=row[9],
+        dest_rel=_s(row[10]),
+        manifest_rel=row[11],
+        manifest_floor=row[12],
+        ingested_ns=row[13],
+        duplicate_of=row[14],
+        sidecar_rel=_s(row[15]),
+    )
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=30000")
+    if not readonly:
+        conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+class OwnerLocks:
+    """Liveness of ledger owners through ``flock`` on ``owners/<owner>.lock``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir / "owners"
+        self._held: dict[str, int] = {}
+
+    def acquire(self, owner: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / f"{owner}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._held[owner] = fd
+
+    def try_take(self, owner: str) -> bool:
+        """Lock a (presumed dead) owner's file; False if its process is alive."""
+        if owner in self._held:
+            return True
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / f"{owner}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._held[owner] = fd
+        return True
+
+    def release(self, owner: str, *, remove: bool) -> None:
+        fd = self._held.pop(owner, None)
+        if fd is None:
+            return
+        if remove:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.dir / f"{owner}.lock")
+        os.close(fd)
+
+    def dead_owners(self) -> list[str]:
+        """Owners whose lock file exists and is not held (their process died)."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            if name.endswith(".lock"):
+                owner = name[: -len(".lock")]
+                if owner not in self._held and self.try_take(owner):
+                    out.append(owner)
+        return out
+
+    def close(self) -> None:
+        for owner in list(self._held):
+            self.release(owner, remove=False)
+
+
+_STOP = object()
+
+
+class Ledger:
+    def __init__(self, path: Path, owner: str) -> None:
+        self.path = path
+        self.owner = owner
+        self.owners = OwnerLocks(path.parent)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        # commit statistics, written by the writer thread only
+        self.commits = 0
+        self.last_group = 0
+        self.last_commit_seconds = 0.0
+        self.commit_observer: Callable[[int, float], None] | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def open(self, roots: dict[str, str]) -> None:
+        """Create or open the ledger; refuse one made for other directories."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = connect(self.path)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+            stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.Error as exc:
+            raise Fatal(
+                "open ledger", str(self.path), str(exc), "is it a ledger file? is the disk full?"
+            ) from exc
+        for key, value in roots.items():
+            if key in stored and stored[key] != value:
+                conn.close()
+                raise Fatal(
+                    "open ledger",
+                    str(self.path),
+                    f"it belongs to {key} {stored[key]}, not {value}",
+                    "use the same directories, or another --state-path",
+                )
+        missing = {k: v for k, v in roots.items() if k not in stored}
+        if missing:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", missing.items())
+            conn.execute("COMMIT")
+        self.owners.acquire(self.owner)
+        self._conn = conn
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+            self._conn.close()
+        with self._readers_lock:
+            for r in self._readers:
+                r.close()
+            self._readers.clear()
+        self.owners.release(self.owner, remove=True)
+        self.owners.close()
+
+    # ------------------------------------------------------------ the writer
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put((fn, fut))
+        return fut
+
+    def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` inside the next group transaction; block until it commits."""
+        return self.submit(fn).result()
+
+    def _run(self) -> None:
+        # Owns self._conn: no other thread touches the write connection.
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            group = [item]
+            while len(group) < MAX_GROUP:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                group.append(item)
+            self._commit_group(group)
+
+    def _commit_group(
+        self, group: list[tuple[Callable[[sqlite3.Connection], Any], concurrent.futures.Future[Any]]]
+    ) -> None:
+        conn = self._conn
+        started = time.monotonic()
+        results: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, _ in group:
+                conn.execute("SAVEPOINT op")
+                try:
+                    results.append((True, fn(conn)))
+                    conn.execute("RELEASE op")
+                except Exception as exc:  # handed to the caller through its future
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((False, exc))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # no transaction is open: BEGIN itself failed
+            err = Retryable("commit", str(self.path), str(exc), "ledger busy or disk full; retried")
+            for _, fut in group:
+                fut.set_exception(err)
+            return
+        elapsed = time.monotonic() - started
+        self.commits += 1
+        self.last_group = len(group)
+        self.last_commit_seconds = elapsed
+        if self.commit_observer is not None:
+            self.commit_observer(len(group), elapsed)
+        for (_, fut), (ok, value) in zip(group, results, strict=True):
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    # ------------------------------------------------------------ readers
+
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection (WAL: never blocks the writer)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, readonly=True)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def live_identities(self, idents: Iterable[Identity]) -> set[Identity]:
+        """Which identities are in flight (any owner) or kept as duplicates."""
+        conn = self.reader()
+        out = set()
+        for i in idents:
+            row = conn.execute(
+                "SELECT 1 FROM files WHERE inode=? AND device=? AND size=? AND mtime_ns=? "
+                f"AND (state IN {_OPEN} OR action = 'kept') LIMIT 1",
+                (i.inode, i.device, i.size, i.mtime_ns),
+            ).fetchone()
+            if row is not None:
+                out.add(i)
+        return out
+
+    # ------------------------------------------------------------ operations
+
+    def plan(self, items: Sequence[Hashed], policy: PlanPolicy) -> list[PlanResult]:
+        owner = self.owner
+
+        def op(conn: sqlite3.Connection) -> list[PlanResult]:
+            now = time.time_ns()
+            return [_plan_one(conn, h, policy, owner, now) for h in items]
+
+        return self.call(op)
+
+    def moved(self, updates: Sequence[MovedUpdate]) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            now = time.time_ns()
+            for u in updates:
+                conn.execute(
+                    "UPDATE files SET state='moved', manifest_floor=?, updated_ns=? WHERE id=?",
+                    (u.manifest_floor, now, u.id),
+                )
+                if u.changed is not None:
+                    ident, sha = u.changed
+                    conn.execute(
+                        "UPDATE files SET size=?, mtime_ns=?, sha256=?, note='changed during landing' WHERE id=?",
+                        (ident.size, ident.mtime_ns, sha, u.id),
+                    )
+
+        self.call(op)
+
+    def manifested(self, ids: Sequence[str]) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            now = time.time_ns()
+            conn.executemany(
+                "UPDATE files SET state='manifested', updated_ns=? WHERE id=?", [(now, i) for i in ids]
+            )
+
+        self.call(op)
+
+    def abandon(self, rec_id: str, note: str) -> None:
+        """Final: the source vanished or changed before it moved; free its claims."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE files SET state='abandoned', note=?, updated_ns=? WHERE id=?",
+                (note, time.time_ns(), rec_id),
+            )
+            conn.execute("DELETE FROM content WHERE id=?", (rec_id,))
+
+        self.call(op)
+
+    def replan_dest(self, rec: Record, policy: PlanPolicy) -> Record:
+        """A new destination for a record whose planned one was taken meanwhile."""
+        assert rec.dest_rel is not None
+
+        def op(conn: sqlite3.Connection) -> Record:
+            dest = _unique_dest(conn, rec.dest_rel or "", rec.sha256, policy.warehouse, first=1)
+            conn.execute(
+                "UPDATE files SET dest_rel=?, updated_ns=? WHERE id=?", (_b(dest), time.time_ns(), rec.id)
+            )
+            return _replace(rec, dest_rel=dest)
+
+        return self.call(op)
+
+    def replan_manifest(self, recs: Sequence[Record], floors: Callable[[str], int]) -> list[Record]:
+        """Move records whose hour file is closed into the current hour's file."""
+
+        def op(conn: sqlite3.Connection) -> list[Record]:
+            now = time.time_ns()
+            rel = manifest_rel_for(now)
+            floor = floors(rel)
+            out = []
+            for r in recs:
+                conn.execute(
+                    "UPDATE files SET manifest_rel=?, ingested_ns=?, manifest_floor=?, updated_ns=? WHERE id=?",
+                    (rel, now, floor, now, r.id),
+                )
+                out.append(_replace(r, manifest_rel=rel, ingested_ns=now, manifest_floor=floor))
+            return out
+
+        return self.call(op)
+
+    def adopt(self, dead_owner: str) -> list[Record]:
+        """Take over a dead owner's unfinished rows."""
+        me = self.owner
+
+        def op(conn: sqlite3.Connection) -> list[Record]:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM files WHERE owner=? AND state IN {_OPEN} ORDER BY id", (dead_owner,)
+            ).fetchall()
+            conn.execute(f"UPDATE files SET owner=? WHERE owner=? AND state IN {_OPEN}", (me, dead_owner))
+            return [_record(r) for r in rows]
+
+        return self.call(op)
+
+    def open_owners(self) -> set[str]:
+        rows = self.reader().execute(f"SELECT DISTINCT owner FROM files WHERE state IN {_OPEN}").fetchall()
+        return {r[0] for r in rows}
+
+    def unfinished(self) -> list[Record]:
+        """This owner's rows that are not final (after a failed step)."""
+        rows = (
+            self.reader()
+            .execute(
+                f"SELECT {_COLUMNS} FROM files WHERE owner=? AND state IN {_OPEN} ORDER BY id", (self.owner,)
+            )
+            .fetchall()
+        )
+        return [_record(r) for r in rows]
+
+
+def _replace(rec: Record, **changes: Any) -> Record:
+    return dataclasses.replace(rec, **changes)
+
+
+def _plan_one(conn: sqlite3.Connection, h: Hashed, policy: PlanPolicy, owner: str, now: int) -> PlanResult:
+    ident = h.identity
+    if conn.execute(
+        "SELECT 1 FROM files WHERE inode=? AND device=? AND size=? AND mtime_ns=? "
+        f"AND (state IN {_OPEN} OR action = 'kept') LIMIT 1",
+        (ident.inode, ident.device, ident.size, ident.mtime_ns),
+    ).fetchone():
+        return Skip("in flight or kept")
+    rel = h.candidate.rel
+    key = bytes.fromhex(h.sha256)
+    if policy.dedup is Dedup.PATH_CONTENT:
+        key += b"\0" + os.fsencode(rel)
+    orig = conn.execute(
+        "SELECT c.id, f.state FROM content c JOIN files f ON f.id = c.id WHERE c.key=?", (key,)
+    ).fetchone()
+    rec_id = str(ulid.ULID.from_timestamp(now / 1e9))
+    planned = layout_mod.render(policy.layout, rel, now, h.sha256)
+    dest: str | None
+    if orig is not None:
+        if orig[1] in (State.HASHED, State.MOVED):
+            return Defer(orig[0])
+        status, duplicate_of = Status.DUPLICATE, orig[0]
+        action = {
+            OnDuplicate.QUARANTINE: Action.QUARANTINED,
+            OnDuplicate.DELETE: Action.DELETED,
+            OnDuplicate.KEEP: Action.KEPT,
+        }[policy.on_duplicate]
+        dest = f"{DUPLICATES_DIR}/{planned}" if action is Action.QUARANTINED else None
+    else:
+        status, duplicate_of, action, dest = Status.INGESTED, None, Action.LANDED, planned
+        conn.execute("INSERT INTO content(key, id) VALUES (?, ?)", (key, rec_id))
+    if dest is not None:
+        dest = _unique_dest(conn, dest, h.sha256, policy.warehouse, first=0)
+    manifest_rel = manifest_rel_for(now)
+    sidecar = h.candidate.sidecar
+    conn.execute(
+        "INSERT INTO files(id, state, status, action, owner, source_rel, device, inode, size, mtime_ns, "
+        "sha256, dest_rel, manifest_rel, manifest_floor, ingested_ns, duplicate_of, sidecar_rel, updated_ns) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,?,?,?,?)",
+        (
+            rec_id,
+            State.HASHED,
+            status,
+            action,
+            owner,
+            os.fsencode(rel),
+            ident.device,
+            ident.inode,
+            ident.size,
+            ident.mtime_ns,
+            h.sha256,
+            _b(dest),
+            manifest_rel,
+            now,
+            duplicate_of,
+            _b(sidecar),
+            now,
+        ),
+    )
+    return Record(
+        id=rec_id,
+        state=State.HASHED,
+        status=status,
+        action=action,
+        source_rel=rel,
+        identity=ident,
+        sha256=h.sha256,
+        dest_rel=dest,
+        manifest_rel=manifest_rel,
+        manifest_floor=None,
+        ingested_ns=now,
+        duplicate_of=duplicate_of,
+        sidecar_rel=sidecar,
+        seen_at=h.candidate.seen_at,
+        temp=h.temp,
+    )
+
+
+def _unique_dest(conn: sqlite3.Connection, dest: str, sha: str, warehouse: Path, *, first: int) -> str:
+    """``dest`` if nobody planned it and nothing is there, else a suffixed variant."""
+    attempt = first
+    while True:
+        cand = dest if attempt == 0 else layout_mod.with_suffix(dest, sha, attempt)
+        taken = conn.execute(
+            "SELECT 1 FROM files WHERE dest_rel=? AND state != 'abandoned'", (os.fsencode(cand),)
+        ).fetchone()
+        if not taken and not os.path.lexists(warehouse / cand):
+            return cand
+        attempt += 1

@@ -1,0 +1,69 @@
+"""JSON logs: one object per line, rendered by orjson straight to bytes.
+
+Event names are stable snake_case (``file_ingested``, ``file_unreadable``...);
+context goes in keys (``path``, ``sha256``, ``error``). Logs go to stderr so
+that commands printing data (``status --json``, ``verify --json``) keep stdout
+clean; systemd's journal captures both.
+
+Paths are ``surrogateescape`` str (names need not be UTF-8) and orjson refuses
+lone surrogates, so every non-ASCII string value is checked and, if needed,
+rendered with the invalid bytes as ``\\xNN`` escapes: a log line is always one
+valid JSON object.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, BinaryIO
+
+import orjson
+import structlog
+import structlog.tracebacks
+from structlog.typing import EventDict, WrappedLogger
+
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _safe_text(value: str) -> str:
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _sanitize(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    for key, value in event_dict.items():
+        if type(value) is str and not value.isascii():
+            event_dict[key] = _safe_text(value)
+        elif isinstance(value, bytes):
+            event_dict[key] = value.decode("utf-8", "backslashreplace")
+    return event_dict
+
+
+def _dumps(obj: Any, **_: Any) -> bytes:
+    return orjson.dumps(obj, default=str)
+
+
+def configure(level: str = "info", stream: BinaryIO | None = None) -> None:
+    """Route every structlog logger to JSON lines on ``stream`` (stderr)."""
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
+            _sanitize,
+            structlog.processors.JSONRenderer(serializer=_dumps),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.BytesLoggerFactory(file=stream or sys.stderr.buffer),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**context: Any) -> Any:
+    """A logger with ``context`` bound to every line it writes."""
+    return structlog.get_logger().bind(**context)

@@ -1,0 +1,343 @@
+"""The manifest: one JSON line per landed (or duplicate) file, in hourly files.
+
+Contract (shared with the sampler, which imports ``ManifestRecord``):
+
+- Files live at ``<manifests>/YYYY/MM/DD/HH/manifest.jsonl``, the UTC hour of
+  ``ingested_at``. Every line is one JSON object written by orjson and ends in
+  ``\\n``; a reader treats a last line with no newline as not yet written.
+- Every key is always present (``null`` when it does not apply), so DuckDB's
+  ``read_json_auto`` and ``pandas.read_json(lines=True)`` see one schema.
+- Paths are absolute. A path that is not valid UTF-8 is written with each
+  invalid byte replaced by U+FFFD in ``source_path`` / ``warehouse_path``, and
+  losslessly as base64 of the raw bytes in ``source_path_b64`` /
+  ``warehouse_path_b64`` (``null`` when the path is valid UTF-8). Newlines,
+  quotes and backslashes in names are escaped by JSON as usual.
+- Late lines: a line normally goes to the hour file of its ``ingested_at``; a
+  record finished late (crash recovery, a long disk-full retry) is re-planned
+  into the current hour, so an hour file receives no new line more than
+  ``LATE_APPEND_SECONDS`` after its hour ended.
+
+Writing: ``ManifestWriter.append`` takes an exclusive ``flock`` on the file
+(several processes may append: the daemon and ``ingestor replay``), cuts a torn
+tail left by a crashed writer back to the last newline, writes the batch in one
+``write``, and fsyncs. If the write or the fsync fails, the batch is cut off
+again before the error is raised: after an fsync EIO, Linux may drop the dirty
+pages while reads still show them, so the only safe retry starts from a file
+that provably does not hold the lines.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import calendar
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+
+from ingestor import __version__
+from ingestor.records import Action, Record, Status
+
+MANIFEST_NAME = "manifest.jsonl"
+LATE_APPEND_SECONDS = 60
+_READ_CHUNK = 1 << 20
+
+
+class ManifestError(ValueError):
+    """A manifest line that does not parse as a record."""
+
+
+def manifest_rel_for(ns: int) -> str:
+    """Relative manifest path for a UTC time in nanoseconds."""
+    t = time.gmtime(ns // 1_000_000_000)
+    return f"{t.tm_year:04d}/{t.tm_mon:02d}/{t.tm_mday:02d}/{t.tm_hour:02d}/{MANIFEST_NAME}"
+
+
+def hour_end_ns(manifest_rel: str) -> int:
+    """The UTC instant (ns) at which the hour of a manifest file ends."""
+    y, m, d, h = (int(p) for p in manifest_rel.split("/")[:4])
+    return (calendar.timegm((y, m, d, h, 0, 0, 0, 0, 0)) + 3600) * 1_000_000_000
+
+
+def rfc3339(ns: int) -> str:
+    """RFC 3339 UTC with microseconds: ``2026-11-23T15:01:02.123456Z``."""
+    secs, rem = divmod(ns, 1_000_000_000)
+    t = time.gmtime(secs)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{rem // 1000:06d}Z"
+    )
+
+
+def encode_path(path: str) -> tuple[str, str | None]:
+    """(display text, base64 of the raw bytes or None when the path is UTF-8)."""
+    raw = os.fsencode(path)
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace"), base64.b64encode(raw).decode("ascii")
+
+
+def decode_path(text: str | None, b64: str | None) -> str | None:
+    """The exact path (``surrogateescape`` str) from its two manifest fields."""
+    if b64 is not None:
+        return os.fsdecode(base64.b64decode(b64))
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    """One manifest line. The schema is defined here and nowhere else."""
+
+    id: str
+    status: Status
+    action: Action
+    source_path: str
+    source_path_b64: str | None
+    warehouse_path: str | None
+    warehouse_path_b64: str | None
+    sha256: str
+    size: int
+    mtime: str
+    device: int
+    inode: int
+    ingested_at: str
+    duplicate_of: str | None
+    ingestor_version: str
+
+    @classmethod
+    def from_record(cls, rec: Record, landing: Path, warehouse: Path) -> ManifestRecord:
+        src, src_b64 = encode_path(os.path.join(landing, rec.source_rel))
+        dst: str | None = None
+        dst_b64: str | None = None
+        if rec.dest_rel is not None:
+            dst, dst_b64 = encode_path(os.path.join(warehouse, rec.dest_rel))
+        return cls(
+            id=rec.id,
+            status=rec.status,
+            action=rec.action,
+            source_path=src,
+            source_path_b64=src_b64,
+            warehouse_path=dst,
+            warehouse_path_b64=dst_b64,
+            sha256=rec.sha256,
+            size=rec.identity.size,
+            mtime=rfc3339(rec.identity.mtime_ns),
+            device=rec.identity.device,
+            inode=rec.identity.inode,
+            ingested_at=rfc3339(rec.ingested_ns),
+            duplicate_of=rec.duplicate_of,
+            ingestor_version=__version__,
+        )
+
+    def to_json(self) -> bytes:
+        """The line, newline included."""
+        return orjson.dumps(asdict(self), option=orjson.OPT_APPEND_NEWLINE)
+
+    @classmethod
+    def from_json(cls, line: bytes | str) -> ManifestRecord:
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise ManifestError(f"not JSON: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise ManifestError("not a JSON object")
+        try:
+            rec = cls(**{name: obj[name] for name in _FIELDS})
+            return _checked(rec)
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise ManifestError(f"not a manifest record: {exc!r}") from exc
+
+    @property
+    def source(self) -> str:
+        """The exact source path (``surrogateescape`` str)."""
+        path = decode_path(self.source_path, self.source_path_b64)
+        assert path is not None
+        return path
+
+    @property
+    def warehouse(self) -> str | None:
+        """The exact warehouse path, or None for a deleted or kept duplicate."""
+        return decode_path(self.warehouse_path, self.warehouse_path_b64)
+
+
+_FIELDS = tuple(ManifestRecord.__dataclass_fields__)
+
+
+def _checked(rec: ManifestRecord) -> ManifestRecord:
+    status = Status(rec.status)
+    action = Action(rec.action)
+    if not (isinstance(rec.sha256, str) and len(rec.sha256) == 64):
+        raise ValueError("sha256 is not 64 hex digits")
+    int(rec.sha256, 16)
+    if not isinstance(rec.size, int) or rec.size < 0:
+        raise ValueError("size is not a non-negative integer")
+    if rec.source_path_b64 is not None:
+        base64.b64decode(rec.source_path_b64, validate=True)
+    if rec.warehouse_path_b64 is not None:
+        base64.b64decode(rec.warehouse_path_b64, validate=True)
+    if (status is Status.DUPLICATE) != (rec.duplicate_of is not None):
+        raise ValueError("duplicate_of must be set exactly for duplicates")
+    # normalise the enums so equality with the StrEnum members holds
+    return ManifestRecord(**{**{f: getattr(rec, f) for f in _FIELDS}, "status": status, "action": action})
+
+
+def iter_lines(fd: int, start: int, end: int | None = None) -> Iterator[tuple[bytes, int]]:
+    """Complete lines of ``fd`` from ``start`` (a line start) as (line, offset after it).
+
+    Stops at ``end`` (default: the size at call time) and never yields a last
+    line with no newline: it is not written yet.
+    """
+    if end is None:
+        end = os.fstat(fd).st_size
+    pos = start
+    pending = b""
+    while pos < end:
+        chunk = os.pread(fd, min(_READ_CHUNK, end - pos), pos)
+        if not chunk:
+            break
+        pos += len(chunk)
+        data = pending + chunk
+        line_start = 0
+        base = pos - len(data)
+        while True:
+            nl = data.find(b"\n", line_start)
+            if nl < 0:
+                break
+            yield data[line_start : nl + 1], base + nl + 1
+            line_start = nl + 1
+        pending = data[line_start:]
+
+
+def line_start_at_or_before(fd: int, offset: int) -> int:
+    """Offset just after the last newline before ``offset`` (0 when there is none)."""
+    pos = offset
+    while pos > 0:
+        lo = max(0, pos - 65536)
+        chunk = os.pread(fd, pos - lo, lo)
+        nl = chunk.rfind(b"\n")
+        if nl >= 0:
+            return lo + nl + 1
+        pos = lo
+    return 0
+
+
+class ManifestWriter:
+    """Appends batches of lines to hourly manifest files, durably.
+
+    Thread-safe: one process-wide mutex serialises appends between worker
+    threads (flock does not exclude threads sharing a process), and an
+    exclusive flock on the file excludes other processes.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._mutex = threading.Lock()
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def size(self, rel: str) -> int:
+        """Current size of a manifest file, 0 when it does not exist yet."""
+        try:
+            return os.stat(self.root / rel).st_size
+        except FileNotFoundError:
+            return 0
+
+    def append(self, rel: str, lines: Iterable[bytes]) -> int:
+        """Append complete lines, fsync, return the file's size after them."""
+        data = b"".join(lines)
+        path = self.root / rel
+        with self._mutex:
+            fd = _open_append(path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                before = _repair_tail(fd)
+                try:
+                    _write_all(fd, data)
+                    os.fsync(fd)
+                except OSError:
+                    # Cut the batch off again: a retry must start from a file
+                    # that provably does not hold these lines.
+                    os.ftruncate(fd, before)
+                    os.fsync(fd)
+                    raise
+                return before + len(data)
+            finally:
+                os.close(fd)  # also releases the flock
+
+    def find_ids(self, rel: str, floor: int, ids: set[str]) -> set[str]:
+        """Which of ``ids`` already have a complete line at or after ``floor``."""
+        found: set[str] = set()
+        try:
+            fd = os.open(self.root / rel, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return found
+        try:
+            start = line_start_at_or_before(fd, min(floor, os.fstat(fd).st_size))
+            for line, _ in iter_lines(fd, start):
+                try:
+                    line_id = orjson.loads(line).get("id")
+                except (orjson.JSONDecodeError, AttributeError):
+                    continue
+                if line_id in ids:
+                    found.add(line_id)
+        finally:
+            os.close(fd)
+        return found
+
+
+def _open_append(path: Path) -> int:
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        _makedirs_durable(path.parent)
+        return os.open(path, flags, 0o644)
+
+
+def _makedirs_durable(directory: Path) -> None:
+    """mkdir -p, then fsync the parent of every directory it made."""
+    missing: list[Path] = []
+    d = directory
+    while not d.exists():
+        missing.append(d)
+        d = d.parent
+    for m in reversed(missing):
+        try:
+            os.mkdir(m)
+        except FileExistsError:
+            continue
+        fsync_dir(m.parent)
+
+
+def fsync_dir(path: Path | str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _repair_tail(fd: int) -> int:
+    """Cut a torn last line (a crashed writer's) back to the last newline."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    keep = line_start_at_or_before(fd, size)
+    os.ftruncate(fd, keep)
+    os.fsync(fd)
+    return keep
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]

@@ -1,0 +1,131 @@
+"""Metrics: Prometheus counters and gauges, and the periodic ``metrics`` log line.
+
+One registry per daemon (no module-level collectors: nothing happens at
+import). Counters are incremented from worker threads (prometheus-client
+locks them); gauges are read from the loop's state when scraped or logged.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from ingestor.records import Record, Status
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 5, 10, 30, 60, 300, 1800)
+_COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.files = Counter(
+            "ingestor_files_total", "Files finished, by manifest status", ["status"], registry=r
+        )
+        self.bytes = Counter("ingestor_bytes_total", "Bytes of files landed (status ingested)", registry=r)
+        self.errors = Counter("ingestor_errors_total", "Problems met, by kind", ["kind"], registry=r)
+        self.events = Counter("ingestor_events_total", "Filesystem events read", registry=r)
+        self.scans = Counter("ingestor_scans_total", "Reconciliation scans run", registry=r)
+        self.batch = Histogram(
+            "ingestor_ledger_batch_size",
+            "Requests per ledger transaction",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.commit = Histogram(
+            "ingestor_ledger_commit_seconds",
+            "Ledger transaction latency",
+            buckets=_COMMIT_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "ingestor_event_to_landed_seconds",
+            "From the first event or scan that saw a file to its manifest line",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "ingestor_queue_depth", "Files judged complete, waiting for a worker", registry=r
+        )
+        self.waiting = Gauge("ingestor_files_waiting", "Files waiting for stability or a sidecar", registry=r)
+        self.in_flight = Gauge("ingestor_files_in_flight", "Files handed to workers", registry=r)
+        self.retrying = Gauge(
+            "ingestor_records_retrying", "Records waiting to redo a failed step", registry=r
+        )
+        self._lock = threading.Lock()
+        self.landed_files = 0
+        self.landed_bytes = 0
+        self.duplicate_files = 0
+        self.error_count = 0
+        self._last = (time.monotonic(), 0, 0)
+
+    def bind_gauges(
+        self,
+        depth: Callable[[], int],
+        waiting: Callable[[], int],
+        busy: Callable[[], int],
+        retrying: Callable[[], int],
+    ) -> None:
+        self.queue_depth.set_function(depth)
+        self.waiting.set_function(waiting)
+        self.in_flight.set_function(busy)
+        self.retrying.set_function(retrying)
+
+    def on_done(self, records: list[Record]) -> None:
+        """Called by a worker thread for each batch of records manifested."""
+        now = time.monotonic()
+        landed = dup = nbytes = 0
+        for r in records:
+            if r.status is Status.INGESTED:
+                landed += 1
+                nbytes += r.identity.size
+            else:
+                dup += 1
+            if r.seen_at:
+                self.latency.observe(now - r.seen_at)
+        if landed:
+            self.files.labels("ingested").inc(landed)
+            self.bytes.inc(nbytes)
+        if dup:
+            self.files.labels("duplicate").inc(dup)
+        with self._lock:
+            self.landed_files += landed
+            self.landed_bytes += nbytes
+            self.duplicate_files += dup
+
+    def on_commit(self, group: int, seconds: float) -> None:
+        self.batch.observe(group)
+        self.commit.observe(seconds)
+
+    def error(self, kind: str) -> None:
+        self.errors.labels(kind).inc()
+        with self._lock:
+            self.error_count += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """Rates since the previous snapshot, for the periodic log line."""
+        now = time.monotonic()
+        with self._lock:
+            files, nbytes = self.landed_files, self.landed_bytes
+            t0, f0, b0 = self._last
+            self._last = (now, files, nbytes)
+            dup, errs = self.duplicate_files, self.error_count
+        dt = max(now - t0, 1e-9)
+        return {
+            "files_per_s": round((files - f0) / dt, 1),
+            "bytes_per_s": round((nbytes - b0) / dt),
+            "files_total": files,
+            "bytes_total": nbytes,
+            "duplicates_total": dup,
+            "errors_total": errs,
+        }
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> Any:
+        """Start the /metrics endpoint; returns the server (``shutdown()`` stops it)."""
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return server

@@ -1,0 +1,345 @@
+"""Readiness: hints and observations of paths → candidates judged complete.
+
+Owned by the event loop: every method runs on the loop thread, so its state
+needs no lock. Only ``_stat_many`` (``lstat`` calls) runs in a thread.
+
+Inputs are hints ("look at this path", from inotify or watchdog) and
+observations (a path with its ``lstat``, from the reconciliation scan).
+Events are hints, the filesystem is the truth: a path is judged by ``lstat``.
+
+Stability mode (default): a file is complete when its size and mtime have not
+changed for the window. Every write moves the mtime, so "mtime older than the
+window" *is* "no write event for the window" — without subscribing to one
+IN_MODIFY per write. Where mtimes come from another clock (NFS, a clock step),
+the rule falls back to observations: size and mtime unchanged across two
+``lstat`` a full window apart (monotonic clock). A file whose mtime is too
+recent is re-armed for the rest of its window.
+
+Sidecar mode: ``foo.csv`` is complete when ``foo.csv.ok`` exists and the data
+was not modified after the sidecar was made; if it was (the sidecar came
+first), the stability rule applies to the data too. A sidecar whose data file
+does not come is reported once, never ingested.
+
+Always ignored: names starting with ``.`` (and everything under a hidden
+directory), the configured suffixes (``.tmp`` ``.part`` ``.swp``), sidecars,
+and anything that is not a regular file (reported once: symlinks are never
+followed, FIFOs and devices never opened).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import os
+import stat as stat_mod
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from ingestor.records import Candidate
+from ingestor.settings import Mode
+
+CHECK_BATCH = 4096
+
+
+class Verdict(Enum):
+    READY = 1
+    REARM = 2  # not yet: look again later
+    DROP = 3  # gone, or not ours to ingest
+
+
+@dataclass(slots=True)
+class Pending:
+    due: float  # monotonic
+    seen_at: float  # monotonic time of the first hint or observation
+    size: int = -1  # last observation (-1: none yet)
+    mtime_ns: int = -1
+    observed_at: float = 0.0  # monotonic time the observation was made
+    waits: int = 0  # re-arms so far
+
+
+def _kind(mode: int) -> str:
+    if stat_mod.S_ISLNK(mode):
+        return "a symlink: never followed"
+    if stat_mod.S_ISFIFO(mode):
+        return "a FIFO: never opened"
+    if stat_mod.S_ISSOCK(mode):
+        return "a socket"
+    if stat_mod.S_ISCHR(mode) or stat_mod.S_ISBLK(mode):
+        return "a device: never opened"
+    return "not a regular file"
+
+
+class Readiness:
+    def __init__(
+        self,
+        *,
+        landing: Path,
+        mode: Mode,
+        stability_seconds: float,
+        sidecar_suffix: str,
+        ignore_suffixes: Iterable[str],
+        log: Any,
+        one_shot: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.landing = landing
+        self.mode = mode
+        self.window = stability_seconds
+        self.window_ns = int(stability_seconds * 1e9)
+        self.sidecar_suffix = sidecar_suffix
+        self.ignore_suffixes = tuple(ignore_suffixes)
+        self.log = log
+        self.one_shot = one_shot
+        self.clock = clock
+        self.pending: dict[str, Pending] = {}
+        self._heap: list[tuple[float, str]] = []
+        self.ready: dict[str, Candidate] = {}  # insertion-ordered: oldest first
+        self.busy: set[str] = set()  # handed to a worker, not finished (owned by the daemon)
+        # rel → (inode, size, mtime, ctime) of a file not to look at again until it changes
+        # (rejected input, dry-run reports)
+        self.settled: dict[str, tuple[int, int, int, int]] = {}
+        self.orphans: set[str] = set()  # sidecars reported without data
+        self.not_ready: list[str] = []  # one-shot mode: files left because still changing
+        self._wake = asyncio.Event()
+        self.ready_event = asyncio.Event()
+        self.progress = asyncio.Event()  # set whenever a round of judging ends
+        self.checks = 0
+
+    # ------------------------------------------------------------ filters
+
+    def ignored(self, rel: str) -> bool:
+        name = rel.rpartition("/")[2]
+        if not name or name.startswith(".") or "/." in "/" + rel:
+            return True
+        return name.endswith(self.ignore_suffixes)
+
+    def target(self, rel: str) -> str | None:
+        """The data path a hint is about, or None when it is ignored."""
+        if rel.endswith(self.sidecar_suffix):
+            if self.mode is not Mode.SIDECAR:
+                return None
+            rel = rel[: -len(self.sidecar_suffix)]
+        if self.ignored(rel):
+            return None
+        return rel
+
+    # ------------------------------------------------------------ inputs
+
+    def hint(self, rel: str) -> None:
+        """An event said something happened at ``rel``."""
+        target = self.target(rel)
+        if target is None:
+            return
+        self.settled.pop(target, None)
+        now = self.clock()
+        delay = 0.0 if self.mode is Mode.SIDECAR else self.window
+        self._schedule(target, now + delay, now, from_event=True)
+
+    def observe(self, rel: str, st: os.stat_result) -> None:
+        """The scan saw ``rel`` with this ``lstat``: judge it now, without a second stat."""
+        target = self.target(rel)
+        if target is None:
+            return
+        if target != rel:  # a sidecar seen by the scan: look at its data file
+            self._schedule(target, self.clock(), self.clock(), from_event=False)
+            return
+        if target in self.pending or target in self.ready or target in self.busy:
+            return
+        if self.settled.get(target) == settle_key(st):
+            return
+        now = self.clock()
+        if self.mode is Mode.SIDECAR:
+            self._schedule(target, now, now, from_event=False)
+            return
+        p = Pending(due=now, seen_at=now)
+        self.pending[target] = p
+        self._apply(target, p, *self._judge_stability(target, p, st, now))
+
+    def forget(self, rel: str) -> None:
+        self.pending.pop(rel, None)
+        self.ready.pop(rel, None)
+
+    def retry(self, rel: str, delay: float) -> None:
+        """Look at ``rel`` again in ``delay`` seconds."""
+        now = self.clock()
+        self._schedule(rel, now + delay, now, from_event=False)
+
+    def settle(self, rel: str, key: tuple[int, int, int, int]) -> bool:
+        """Do not look at ``rel`` again until it changes; False if it was settled as is."""
+        if self.settled.get(rel) == key:
+            return False
+        self.settled[rel] = key
+        return True
+
+    def _schedule(self, rel: str, due: float, now: float, *, from_event: bool) -> None:
+        if rel in self.busy:
+            return
+        if rel in self.ready:
+            if not from_event:
+                return
+            # written to again after it was judged complete: judge it again
+            cand = self.ready.pop(rel)
+            self.pending[rel] = Pending(due=due, seen_at=cand.seen_at)
+            heapq.heappush(self._heap, (due, rel))
+            self._wake.set()
+            return
+        p = self.pending.get(rel)
+        if p is None:
+            p = self.pending[rel] = Pending(due=due, seen_at=now)
+        elif due > p.due or self.mode is Mode.SIDECAR:
+            p.due = due
+        else:
+            return
+        heapq.heappush(self._heap, (due, rel))
+        self._wake.set()
+
+    # ------------------------------------------------------------ judging
+
+    def _judge_stability(self, rel: str, p: Pending, st: os.stat_result, now: float) -> tuple[Verdict, float]:
+        if p.size >= 0 and (p.size, p.mtime_ns) != (st.st_size, st.st_mtime_ns):
+            p.size, p.mtime_ns, p.observed_at = st.st_size, st.st_mtime_ns, now
+            return Verdict.REARM, self.window
+        age_ns = time.time_ns() - st.st_mtime_ns
+        if age_ns >= self.window_ns:
+            return Verdict.READY, 0.0
+        if p.size >= 0 and now - p.observed_at >= self.window:
+            return Verdict.READY, 0.0  # unchanged across a whole window: mtime is from another clock
+        if p.size < 0:
+            p.size, p.mtime_ns, p.observed_at = st.st_size, st.st_mtime_ns, now
+        remaining = (self.window_ns - age_ns) / 1e9 if age_ns >= 0 else self.window
+        return Verdict.REARM, min(max(remaining, 0.001), self.window)
+
+    def _stat_many(self, rels: list[str]) -> list[tuple[os.stat_result | None, os.stat_result | None]]:
+        """Runs in a thread: lstat each due path, and its sidecar in sidecar mode."""
+        sidecars = self.mode is Mode.SIDECAR
+        return [
+            (
+                _lstat(self.landing / rel),
+                _lstat(self.landing / (rel + self.sidecar_suffix)) if sidecars else None,
+            )
+            for rel in rels
+        ]
+
+    def _judge(
+        self, rel: str, p: Pending, st: os.stat_result | None, sc: os.stat_result | None, now: float
+    ) -> tuple[Verdict, float, str | None]:
+        """(verdict, re-arm delay, sidecar rel path) for one due path."""
+        if st is not None and not stat_mod.S_ISREG(st.st_mode):
+            if self.settle(rel, settle_key(st)):
+                self.log.warning("file_rejected", path=str(self.landing / rel), cause=_kind(st.st_mode))
+            return Verdict.DROP, 0.0, None
+        if self.mode is Mode.SIDECAR:
+            if sc is None or not stat_mod.S_ISREG(sc.st_mode):
+                return Verdict.DROP, 0.0, None
+            if st is None:
+                return self._orphan(rel, p)
+            if st.st_mtime_ns <= sc.st_mtime_ns:
+                return Verdict.READY, 0.0, rel + self.sidecar_suffix
+        if st is None:
+            return Verdict.DROP, 0.0, None
+        verdict, delay = self._judge_stability(rel, p, st, now)
+        return verdict, delay, (rel + self.sidecar_suffix) if sc is not None else None
+
+    def _apply(
+        self, rel: str, p: Pending, verdict: Verdict, delay: float, size: int = 0, sidecar: str | None = None
+    ) -> None:
+        if verdict is Verdict.READY:
+            del self.pending[rel]
+            self.ready[rel] = Candidate(rel, size, p.seen_at, sidecar)
+            self.ready_event.set()
+        elif verdict is Verdict.DROP:
+            del self.pending[rel]
+        elif self.one_shot:
+            del self.pending[rel]
+            self.not_ready.append(rel)
+        else:
+            p.waits += 1
+            p.due = self.clock() + delay
+            heapq.heappush(self._heap, (p.due, rel))
+
+    # ------------------------------------------------------------ the timer task
+
+    def idle(self) -> bool:
+        return not self.pending and not self.ready and not self.busy
+
+    async def run(self) -> None:
+        """Judge paths as they fall due; runs until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            now = self.clock()
+            due: list[tuple[str, Pending]] = []
+            while self._heap and self._heap[0][0] <= now and len(due) < CHECK_BATCH:
+                when, rel = heapq.heappop(self._heap)
+                p = self.pending.get(rel)
+                if p is not None and p.due == when and rel not in self.busy:
+                    due.append((rel, p))
+            if due:
+                stats = await loop.run_in_executor(None, self._stat_many, [rel for rel, _ in due])
+                self.checks += len(due)
+                now = self.clock()
+                for (rel, _), (st, sc) in zip(due, stats, strict=True):
+                    p = self.pending.get(rel)
+                    if p is None or rel in self.busy:
+                        continue
+                    verdict, delay, sidecar = self._judge(rel, p, st, sc, now)
+                    if rel in self.pending:
+                        self._apply(rel, p, verdict, delay, st.st_size if st else 0, sidecar)
+                self.progress.set()
+                continue
+            timeout = self._heap[0][0] - now if self._heap else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _orphan(self, rel: str, p: Pending) -> tuple[Verdict, float, str | None]:
+        """A sidecar with no data file: report it once it has waited a window, never ingest it."""
+        sc = rel + self.sidecar_suffix
+        if (self.one_shot or p.waits >= 1) and sc not in self.orphans:
+            self.orphans.add(sc)
+            self.log.warning(
+                "sidecar_orphan",
+                path=str(self.landing / sc),
+                cause="sidecar without its data file; it is never ingested as data",
+            )
+        if self.one_shot or p.waits >= 10:
+            # stop polling; a data file that comes later brings it back by event or scan
+            return Verdict.DROP, 0.0, None
+        return Verdict.REARM, max(self.window, 1.0), None
+
+    def take(self, max_files: int, max_bytes: int) -> list[Candidate]:
+        """Up to ``max_files`` ready candidates (at least one), at most ``max_bytes`` in all."""
+        batch: list[Candidate] = []
+        total = 0
+        for rel in list(self.ready):
+            cand = self.ready[rel]
+            if batch and (len(batch) >= max_files or total + cand.size > max_bytes):
+                break
+            del self.ready[rel]
+            self.busy.add(rel)
+            batch.append(cand)
+            total += cand.size
+        if not self.ready:
+            self.ready_event.clear()
+        return batch
+
+    def release(self, rels: Iterable[str]) -> None:
+        for rel in rels:
+            self.busy.discard(rel)
+        self._wake.set()
+        self.progress.set()
+
+
+def settle_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None

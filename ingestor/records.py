@@ -1,0 +1,110 @@
+"""Typed records passed between the pipeline stages.
+
+Paths inside the pipeline are *relative* ``str`` paths decoded the way
+``os.listdir`` decodes them (UTF-8 with ``surrogateescape``), so a name that
+is not valid UTF-8 survives every stage byte for byte; they become bytes again
+only at the ledger (BLOB columns) and absolute only in the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class State(StrEnum):
+    """Ledger state of one file in flight; each is committed before the next step."""
+
+    HASHED = "hashed"  # content hashed, destination and manifest file planned
+    MOVED = "moved"  # the file is at its destination (or its duplicate action is done)
+    MANIFESTED = "manifested"  # its manifest line is written and fsynced: final
+    ABANDONED = "abandoned"  # the source vanished or changed before it moved: final
+
+
+OPEN_STATES = (State.HASHED, State.MOVED)
+
+
+class Status(StrEnum):
+    """What the manifest says of a file."""
+
+    INGESTED = "ingested"
+    DUPLICATE = "duplicate"
+
+
+class Action(StrEnum):
+    """What happened to the source file."""
+
+    LANDED = "landed"  # moved into the warehouse
+    QUARANTINED = "quarantined"  # a duplicate, moved under _duplicates/
+    DELETED = "deleted"  # a duplicate, removed from the landing dir
+    KEPT = "kept"  # a duplicate, left where it is (and remembered)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A file in flight: never the inode alone, inodes are reused at once."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Identity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def matches(self, st: os.stat_result | None) -> bool:
+        return (
+            st is not None
+            and stat_mod.S_ISREG(st.st_mode)
+            and st.st_dev == self.device
+            and st.st_ino == self.inode
+            and st.st_size == self.size
+            and st.st_mtime_ns == self.mtime_ns
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A path readiness judged complete, handed to a worker."""
+
+    rel: str  # path relative to the landing dir
+    size: int  # size seen by readiness (used to size batches)
+    seen_at: float  # monotonic time of the first event or scan that saw it
+    sidecar: str | None = None  # relative path of its `.ok` sidecar, if any
+
+
+@dataclass(frozen=True, slots=True)
+class Hashed:
+    """A candidate read through one descriptor, unchanged from first to last fstat."""
+
+    candidate: Candidate
+    identity: Identity
+    sha256: str
+    # Name of the copy already written under the warehouse's temporary dir when the
+    # file had to be copied (other filesystem, or a hard link shared with a path
+    # outside the landing dir); None when it will be renamed.
+    temp: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One ledger row: a file between HASHED and MANIFESTED (or final)."""
+
+    id: str
+    state: State
+    status: Status
+    action: Action
+    source_rel: str
+    identity: Identity
+    sha256: str
+    dest_rel: str | None  # relative to the warehouse; None for deleted / kept duplicates
+    manifest_rel: str  # relative to the manifests dir
+    manifest_floor: int | None  # the manifest file's size before this line was appended
+    ingested_ns: int
+    duplicate_of: str | None
+    sidecar_rel: str | None
+    seen_at: float = 0.0  # monotonic, this process only (latency metrics); 0 after recovery
+    temp: str | None = None  # this process only: the copy made while hashing

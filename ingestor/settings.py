@@ -1,0 +1,268 @@
+"""The one configuration reader: flags > ``INGESTOR_*`` environment > TOML file > defaults.
+
+``load`` returns one frozen ``Settings`` or raises ``SettingsError`` whose
+message is a single line naming the setting; the CLI prints it and exits 2.
+Relative paths are made absolute against the working directory once, here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from ingestor.layout import DEFAULT_LAYOUT, LayoutError, validate_layout
+
+
+class SettingsError(ValueError):
+    """An invalid setting; the message is one line naming it."""
+
+
+class Mode(StrEnum):
+    STABILITY = "stability"
+    SIDECAR = "sidecar"
+
+
+class WatcherKind(StrEnum):
+    AUTO = "auto"
+    INOTIFY = "inotify"
+    WATCHDOG = "watchdog"
+    POLL = "poll"
+
+
+class OnDuplicate(StrEnum):
+    QUARANTINE = "quarantine"
+    DELETE = "delete"
+    KEEP = "keep"
+
+
+class Dedup(StrEnum):
+    CONTENT = "content"
+    PATH_CONTENT = "path+content"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    input: Path
+    warehouse: Path
+    manifests: Path
+    state_path: Path
+    mode: Mode = Mode.STABILITY
+    stability_seconds: float = 2.0
+    sidecar_suffix: str = ".ok"
+    scan_interval: float = 60.0
+    concurrency: int = 4
+    batch_size: int = 256
+    dry_run: bool = False
+    watcher: WatcherKind = WatcherKind.AUTO
+    layout: str = DEFAULT_LAYOUT
+    on_duplicate: OnDuplicate = OnDuplicate.QUARANTINE
+    dedup: Dedup = Dedup.CONTENT
+    ignore_suffixes: tuple[str, ...] = (".tmp", ".part", ".swp")
+    log_level: LogLevel = LogLevel.INFO
+    metrics_port: int | None = None
+    metrics_interval: float = 60.0
+    shutdown_timeout: float = 30.0
+    retry_max_seconds: float = 60.0
+
+    @property
+    def ledger_dir(self) -> Path:
+        return self.state_path.parent
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _bool(text: Any) -> bool:
+    if isinstance(text, bool):
+        return text
+    low = str(text).strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (true/false)")
+
+
+def _number(kind: type[float] | type[int], low: float, high: float = math.inf) -> Callable[[Any], Any]:
+    def parse(text: Any) -> Any:
+        if isinstance(text, bool):
+            raise ValueError(f"{text!r} is not a number")
+        value = kind(text)
+        if kind is float and not math.isfinite(value):
+            raise ValueError(f"{text!r} is not a finite number")
+        if not low <= value <= high:
+            raise ValueError(f"{text!r} is out of range [{low}, {high}]")
+        return value
+
+    return parse
+
+
+def _suffixes(text: Any) -> tuple[str, ...]:
+    items = text if isinstance(text, list | tuple) else str(text).split(",")
+    out = tuple(s.strip() for s in items if str(s).strip())
+    for s in out:
+        if not s.startswith(".") or "/" in s:
+            raise ValueError(f"{s!r} is not a suffix like '.tmp'")
+    return out
+
+
+def _port(text: Any) -> int | None:
+    if text is None or str(text).strip().lower() in ("", "none", "off"):
+        return None
+    return int(_number(int, 0, 65535)(text))
+
+
+def _sidecar(text: Any) -> str:
+    s = str(text)
+    if not s.startswith(".") or "/" in s or len(s) < 2:
+        raise ValueError(f"{s!r} is not a suffix like '.ok'")
+    return s
+
+
+def _layout(text: Any) -> str:
+    try:
+        return validate_layout(str(text))
+    except LayoutError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "input": Path,
+    "warehouse": Path,
+    "manifests": Path,
+    "state_path": Path,
+    "mode": Mode,
+    "stability_seconds": _number(float, 0.0, 86400.0),
+    "sidecar_suffix": _sidecar,
+    "scan_interval": _number(float, 0.05, 86400.0),
+    "concurrency": _number(int, 1, 256),
+    "batch_size": _number(int, 1, 100_000),
+    "dry_run": _bool,
+    "watcher": WatcherKind,
+    "layout": _layout,
+    "on_duplicate": OnDuplicate,
+    "dedup": Dedup,
+    "ignore_suffixes": _suffixes,
+    "log_level": lambda t: LogLevel(str(t).lower()),
+    "metrics_port": _port,
+    "metrics_interval": _number(float, 0.0, 86400.0),
+    "shutdown_timeout": _number(float, 0.0, 86400.0),
+    "retry_max_seconds": _number(float, 0.1, 86400.0),
+}
+
+ENV_PREFIX = "INGESTOR_"
+
+
+def _parse(name: str, value: Any, origin: str) -> Any:
+    try:
+        return _PARSERS[name](value)
+    except (ValueError, TypeError) as exc:
+        choices = ""
+        parser = _PARSERS[name]
+        if isinstance(parser, type) and issubclass(parser, StrEnum):
+            choices = f" (choose from {', '.join(m.value for m in parser)})"
+        raise SettingsError(f"invalid {origin} for {name}: {exc}{choices}") from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+    section = data.get("ingestor", data)
+    if not isinstance(section, dict):
+        raise SettingsError(f"config file {path}: [ingestor] must be a table")
+    return {k.replace("-", "_"): v for k, v in section.items() if k != "ingestor"}
+
+
+def load(
+    flags: Mapping[str, Any],
+    *,
+    config: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Merge the sources, validate every value, fill the path defaults."""
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if config is None and environ.get(ENV_PREFIX + "CONFIG"):
+        config = Path(environ[ENV_PREFIX + "CONFIG"])
+    if config is not None:
+        for key, value in read_toml(config).items():
+            if key not in _PARSERS:
+                raise SettingsError(f"unknown setting {key!r} in config file {config}")
+            merged[key] = _parse(key, value, f"value in {config}")
+            origins[key] = str(config)
+    for key in _PARSERS:
+        env_key = ENV_PREFIX + key.upper()
+        if env_key in environ:
+            merged[key] = _parse(key, environ[env_key], f"environment {env_key}")
+            origins[key] = env_key
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key not in _PARSERS:
+            raise SettingsError(f"unknown setting {key!r}")
+        merged[key] = _parse(key, value, f"value of --{key.replace('_', '-')}")
+    return _finish(merged, cwd or Path.cwd())
+
+
+def _finish(values: dict[str, Any], cwd: Path) -> Settings:
+    if "input" not in values:
+        raise SettingsError("missing setting input: give --input DIR (or INGESTOR_INPUT)")
+    for key in ("input", "warehouse", "manifests", "state_path"):
+        if key in values:
+            values[key] = Path(os.path.normpath(cwd / Path(os.path.expanduser(values[key]))))
+    base = values["input"].parent
+    values.setdefault("warehouse", base / "warehouse")
+    values.setdefault("manifests", base / "manifests")
+    values.setdefault("state_path", base / "state" / "ledger.sqlite")
+    settings = Settings(**values)
+    _check_paths(settings)
+    return settings
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    c, p = os.path.realpath(child), os.path.realpath(parent)
+    return c == p or c.startswith(p.rstrip("/") + "/")
+
+
+def _check_paths(s: Settings) -> None:
+    if s.input == Path("/"):
+        raise SettingsError("invalid input: the landing dir cannot be /")
+    for name in ("warehouse", "manifests", "state_path"):
+        other = getattr(s, name)
+        if _inside(other, s.input):
+            raise SettingsError(
+                f"invalid {name}: {other} is inside the landing dir {s.input}; it would be ingested"
+            )
+        if _inside(s.input, other):
+            raise SettingsError(f"invalid input: {s.input} is inside {name} {other}")
+    if s.state_path.exists() and not s.state_path.is_file():
+        raise SettingsError(f"invalid state_path: {s.state_path} exists and is not a file")
+
+
+def describe(s: Settings) -> dict[str, Any]:
+    """The effective configuration as plain values (for ``config show``)."""
+    out: dict[str, Any] = {}
+    for f in fields(s):
+        v = getattr(s, f.name)
+        out[f.name] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+    return out

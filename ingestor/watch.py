@@ -1,0 +1,180 @@
+"""Watch: filesystem events → hints ("look at this path"), never decisions.
+
+``InotifyWatcher`` (Linux): the inotify descriptor is read from the asyncio
+loop with ``add_reader`` — no thread, no polling. Every directory of the tree
+is watched (``IN_ONLYDIR | IN_DONT_FOLLOW``: a symlinked directory is never
+entered). A directory that appears is watched and then scanned, because files
+created in it before its watch existed produce no event at all.
+
+Kernel facts handled here:
+- ``IN_CLOSE_WRITE`` does not mean complete (a killed writer closes too), so it
+  is only a hint; readiness decides. A file moved in gives only
+  ``IN_MOVED_TO``; a hard link or ``O_TMPFILE`` + ``linkat`` only ``IN_CREATE``.
+- ``IN_Q_OVERFLOW`` (wd -1): events were lost; the only correct answer is a
+  full rescan. ``IN_IGNORED`` / ``IN_UNMOUNT``: that watch is dead.
+- A directory moved inside the tree keeps its watch descriptors under stale
+  paths: the scan of its new place re-adds each watch, which returns the same
+  descriptor and so re-maps it.
+
+``WatchdogWatcher`` is the portable fallback: watchdog's observer thread hands
+each event to the loop with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from inotify_simple import INotify, flags, parse_events
+
+FILE_EVENTS = flags.CLOSE_WRITE | flags.MOVED_TO | flags.CREATE
+DIR_MASK = (
+    FILE_EVENTS | flags.DELETE_SELF | flags.MOVE_SELF | flags.ONLYDIR | flags.DONT_FOLLOW | flags.EXCL_UNLINK
+)
+READ_SIZE = 1 << 18
+
+
+class Sink(Protocol):
+    """Where a watcher reports; every call happens on the loop thread."""
+
+    def hint(self, rel: str) -> None: ...
+    def new_dir(self, rel: str) -> None: ...
+    def overflow(self) -> None: ...
+
+
+class InotifyWatcher:
+    def __init__(self, landing: Path, sink: Sink, log: Any) -> None:
+        self.landing = landing
+        self.sink = sink
+        self.log = log
+        self.inotify: INotify | None = None
+        # wd → relative dir; mutated from the loop and from scan threads (add_dir)
+        self._dirs: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.events = 0
+        self.overflows = 0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.inotify = INotify(nonblocking=True)
+        self._loop = loop
+        loop.add_reader(self.inotify.fileno(), self._readable)
+
+    def close(self) -> None:
+        if self.inotify is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self.inotify.fileno())
+            self.inotify.close()
+            self.inotify = None
+
+    def add_dir(self, rel: str) -> None:
+        """Watch one directory (thread-safe: the scan calls it for every dir it enters)."""
+        if self.inotify is None:
+            return
+        path = self.landing / rel if rel else self.landing
+        try:
+            wd = self.inotify.add_watch(path, DIR_MASK)
+        except OSError as exc:
+            # gone, replaced by a symlink, or out of watches: the scan still covers it
+            self.log.warning("watch_failed", path=str(path), error=exc.strerror)
+            return
+        with self._lock:
+            self._dirs[wd] = rel
+
+    @property
+    def watched(self) -> int:
+        return len(self._dirs)
+
+    def _readable(self) -> None:
+        assert self.inotify is not None
+        try:
+            data = os.read(self.inotify.fileno(), READ_SIZE)
+        except BlockingIOError:
+            return
+        for ev in parse_events(data):
+            self.events += 1
+            mask = ev.mask
+            if mask & flags.Q_OVERFLOW:
+                self.overflows += 1
+                self.log.warning("inotify_overflow", hint="events were lost; rescanning everything")
+                self.sink.overflow()
+                continue
+            with self._lock:
+                rel_dir = self._dirs.get(ev.wd)
+                if mask & (flags.IGNORED | flags.UNMOUNT):
+                    self._dirs.pop(ev.wd, None)
+            if rel_dir is None or mask & (flags.IGNORED | flags.UNMOUNT | flags.MOVE_SELF):
+                continue
+            if mask & flags.DELETE_SELF:
+                if rel_dir == "":
+                    self.log.error("landing_dir_gone", path=str(self.landing))
+                continue
+            rel = f"{rel_dir}/{ev.name}" if rel_dir else ev.name
+            if mask & flags.ISDIR:
+                if mask & (flags.CREATE | flags.MOVED_TO) and not ev.name.startswith("."):
+                    self.add_dir(rel)
+                    self.sink.new_dir(rel)
+                continue
+            self.sink.hint(rel)
+
+
+class WatchdogWatcher:
+    """watchdog's observer thread → the loop; for systems without inotify."""
+
+    def __init__(self, landing: Path, sink: Sink, log: Any) -> None:
+        self.landing = landing
+        self.sink = sink
+        self.log = log
+        self.events = 0
+        self.overflows = 0
+        self._observer: Any = None
+
+    @property
+    def watched(self) -> int:
+        return 1 if self._observer is not None else 0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        root = str(self.landing)
+        sink = self.sink
+        watcher = self
+
+        def rel_of(path: str | bytes) -> str | None:
+            p = os.fsdecode(path)
+            if p == root or not p.startswith(root + "/"):
+                return None
+            return p[len(root) + 1 :]
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                watcher.events += 1
+                paths = [event.src_path]
+                if event.event_type == "moved":
+                    paths = [event.dest_path]
+                elif event.event_type not in ("created", "modified", "closed"):
+                    return
+                for p in paths:
+                    rel = rel_of(p)
+                    if rel is None:
+                        continue
+                    call: Callable[[str], None] = sink.new_dir if event.is_directory else sink.hint
+                    loop.call_soon_threadsafe(call, rel)
+
+        self._observer = Observer()
+        self._observer.schedule(Handler(), root, recursive=True)
+        self._observer.start()
+
+    def add_dir(self, rel: str) -> None:
+        """watchdog watches recursively by itself."""
+
+    def close(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join()
+            self._observer = None

@@ -1,0 +1,303 @@
+"""Worker: one batch of candidates through digest → ledger → move → manifest.
+
+``land`` is the whole path of a batch, in commit order; it runs in a worker
+thread and blocks on the ledger's group commits, so concurrent batches share
+transactions. ``finish`` is its second half (records already HASHED or
+MOVED), and it is what recovery and retries re-enter: there is no second copy
+of the protocol.
+
+1. digest every candidate (``digest.py``) — identities in flight elsewhere or
+   kept as duplicates are skipped before their bytes are read;
+2. plan them in one transaction (HASHED: duplicate or not, destination,
+   manifest file);
+3. move them (``move.py``) and record MOVED with each manifest file's size
+   (the floor below which its line cannot be);
+4. append their manifest lines (fsync) and record MANIFESTED.
+
+Per-file problems never fail the batch: they come back in the ``Outcome`` for
+the daemon to re-hint, back off or report. A failure of a shared step (a
+commit, a directory fsync, the manifest append) leaves the records in their
+recorded state; ``Outcome.unfinished`` hands them back for ``finish`` later.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ingestor.digest import digest
+from ingestor.errors import BadInput, Gone, IngestError, Retryable, Stopping
+from ingestor.fsops import TempDir
+from ingestor.layout import render
+from ingestor.ledger import Defer, Ledger, MovedUpdate, PlanPolicy, Skip
+from ingestor.manifest import LATE_APPEND_SECONDS, ManifestRecord, ManifestWriter, hour_end_ns
+from ingestor.move import Moved, Mover
+from ingestor.ready import settle_key
+from ingestor.records import Candidate, Hashed, Identity, Record, State, Status
+
+
+@dataclass(slots=True)
+class Outcome:
+    done: list[Record] = field(default_factory=list)  # manifested now
+    skipped: list[Candidate] = field(default_factory=list)  # in flight elsewhere, or kept
+    deferred: list[Candidate] = field(default_factory=list)  # same content still in flight
+    changed: list[str] = field(default_factory=list)  # rel paths to look at again
+    vanished: list[str] = field(default_factory=list)
+    bad: list[tuple[Candidate, BadInput]] = field(default_factory=list)
+    # rel → (inode, size, mtime, ctime): bad input and dry-run reports, not to look at again
+    settle: list[tuple[str, tuple[int, int, int, int]]] = field(default_factory=list)
+    failed: list[tuple[Candidate, Retryable]] = field(default_factory=list)  # before planning
+    unfinished: list[Record] = field(default_factory=list)  # planned; a later step failed
+    error: IngestError | None = None  # why `unfinished` is not empty
+    stopped: list[Candidate] = field(default_factory=list)  # not started: shutting down
+    dry_run: list[Hashed] = field(default_factory=list)
+    abandoned: set[str] = field(default_factory=set)  # record ids made final as abandoned
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        landing: Path,
+        landing_fd: int,
+        warehouse: Path,
+        ledger: Ledger,
+        manifest: ManifestWriter,
+        tmp: TempDir,
+        policy: PlanPolicy,
+        stability_ns: int,
+        stop: threading.Event,
+        log: Any,
+        dry_run: bool = False,
+        on_done: Callable[[list[Record]], None] | None = None,
+    ) -> None:
+        self.landing = landing
+        self.landing_fd = landing_fd
+        self.warehouse = warehouse
+        self.warehouse_dev = os.stat(warehouse).st_dev
+        self.ledger = ledger
+        self.manifest = manifest
+        self.tmp = tmp
+        self.policy = policy
+        self.stability_ns = stability_ns
+        self.stop = stop
+        self.log = log
+        self.dry_run = dry_run
+        self.on_done = on_done
+        self.mover = Mover(landing_fd, warehouse, tmp, stop)
+
+    # ------------------------------------------------------------ first half
+
+    def land(self, batch: list[Candidate]) -> Outcome:
+        out = Outcome()
+        hashed: list[Hashed] = []
+        for i, cand in enumerate(batch):
+            if self.stop.is_set():
+                out.stopped.extend(batch[i:])
+                break
+            try:
+                h = self._digest(cand)
+            except Stopping:
+                out.stopped.extend(batch[i:])
+                break
+            except Gone as exc:
+                (out.vanished if exc.cause == "vanished" else out.changed).append(cand.rel)
+                continue
+            except BadInput as exc:
+                out.bad.append((cand, exc))
+                self._settle(out, cand.rel)
+                continue
+            except Retryable as exc:
+                out.failed.append((cand, exc))
+                continue
+            if h is None:
+                out.skipped.append(cand)
+            else:
+                hashed.append(h)
+        if not hashed:
+            return out
+        if self.dry_run:
+            out.dry_run = hashed
+            for h in hashed:
+                self.log.info(
+                    "file_would_land",
+                    path=str(self.landing / h.candidate.rel),
+                    warehouse_path=str(
+                        self.warehouse / render(self.policy.layout, h.candidate.rel, time.time_ns(), h.sha256)
+                    ),
+                    sha256=h.sha256,
+                    bytes=h.identity.size,
+                )
+                if h.temp is not None:
+                    self.tmp.remove(h.temp)
+                self._settle(out, h.candidate.rel)
+            return out
+        try:
+            plans = self.ledger.plan(hashed, self.policy)
+        except Retryable as exc:
+            for h in hashed:
+                if h.temp is not None:
+                    self.tmp.remove(h.temp)
+                out.failed.append((h.candidate, exc))
+            return out
+        records: list[Record] = []
+        for h, plan in zip(hashed, plans, strict=True):
+            if isinstance(plan, Record):
+                records.append(plan)
+                continue
+            if h.temp is not None:
+                self.tmp.remove(h.temp)
+            if isinstance(plan, Defer):
+                out.deferred.append(h.candidate)
+            elif isinstance(plan, Skip):
+                out.skipped.append(h.candidate)
+        self.finish(records, out=out)
+        return out
+
+    def _settle(self, out: Outcome, rel: str) -> None:
+        try:
+            out.settle.append((rel, settle_key(os.lstat(self.landing / rel))))
+        except OSError:
+            pass  # gone: nothing to remember
+
+    def _digest(self, cand: Candidate) -> Hashed | None:
+        """Hash a candidate, or None when its identity is already in flight or kept."""
+        return digest(
+            self.landing_fd,
+            cand,
+            warehouse_dev=self.warehouse_dev,
+            tmp=self.tmp,
+            stop=self.stop,
+            before_read=self._admit,
+        )
+
+    def _admit(self, rel: str, ident: Identity) -> bool:
+        """Checked between the first fstat and the first read."""
+        if self.stability_ns:
+            age = time.time_ns() - ident.mtime_ns
+            if 0 <= age < self.stability_ns:
+                raise Gone("hash", rel, "changed since it was judged complete")
+        return not self.ledger.live_identities((ident,))
+
+    # ------------------------------------------------------------ second half
+
+    def finish(
+        self, records: list[Record], *, out: Outcome | None = None, recovering: bool = False
+    ) -> Outcome:
+        """HASHED → MOVED → MANIFESTED for planned records; re-entered after a crash."""
+        out = out or Outcome()
+        try:
+            moved = self._move(records, out)
+            self._manifest(moved, out, recovering=recovering)
+        except Retryable as exc:
+            done = {r.id for r in out.done}
+            out.unfinished = [r for r in records if r.id not in done and r.id not in out.abandoned]
+            out.error = exc
+        return out
+
+    def _move(self, records: list[Record], out: Outcome) -> list[Record]:
+        ready = [r for r in records if r.state is State.MOVED]
+        todo = [r for r in records if r.state is State.HASHED]
+        for _attempt in range(3):
+            if not todo:
+                break
+            results = self.mover.move_all(todo)
+            todo = []
+            updates: list[MovedUpdate] = []
+            floors: dict[str, int] = {}
+            for res in results:
+                rec = res.record
+                if res.outcome in (Moved.MOVED, Moved.ALREADY):
+                    floor = floors.get(rec.manifest_rel)
+                    if floor is None:
+                        floor = floors[rec.manifest_rel] = self.manifest.size(rec.manifest_rel)
+                    updates.append(MovedUpdate(rec.id, floor, res.changed))
+                    if res.changed is not None:
+                        ident, sha = res.changed
+                        self.log.warning(
+                            "file_changed_during_landing",
+                            path=str(self.landing / rec.source_rel),
+                            sha256_hashed=rec.sha256,
+                            sha256=sha,
+                            hint="the writer was still writing: use a longer --stability-seconds, "
+                            "a sidecar or a rename",
+                        )
+                        rec = replace(rec, identity=ident, sha256=sha)
+                    ready.append(replace(rec, state=State.MOVED, manifest_floor=floor))
+                elif res.outcome is Moved.COLLISION:
+                    todo.append(self.ledger.replan_dest(rec, self.policy))
+                else:
+                    note = (
+                        "vanished before it moved"
+                        if res.outcome is Moved.VANISHED
+                        else "changed before it moved"
+                    )
+                    self.ledger.abandon(rec.id, note)
+                    out.abandoned.add(rec.id)
+                    if res.outcome is Moved.CHANGED:
+                        out.changed.append(rec.source_rel)
+                    else:
+                        out.vanished.append(rec.source_rel)
+                        self.log.warning("file_vanished", path=str(self.landing / rec.source_rel), id=rec.id)
+            if updates:
+                self.ledger.moved(updates)
+        if todo:
+            raise Retryable("move", todo[0].source_rel, "destination taken three times in a row")
+        return ready
+
+    def _manifest(self, records: list[Record], out: Outcome, *, recovering: bool) -> None:
+        by_file: dict[str, list[Record]] = defaultdict(list)
+        for r in records:
+            by_file[r.manifest_rel].append(r)
+        for rel, group in sorted(by_file.items()):
+            if recovering:
+                floor = min((r.manifest_floor or 0) for r in group)
+                present = self.manifest.find_ids(rel, floor, {r.id for r in group})
+                if present:
+                    self.ledger.manifested(sorted(present))
+                    self._done([r for r in group if r.id in present], out)
+                    group = [r for r in group if r.id not in present]
+                if not group:
+                    continue
+            if time.time_ns() > hour_end_ns(rel) + LATE_APPEND_SECONDS * 1_000_000_000 // 2:
+                # that hour's file is closed to readers following it: use the current one
+                group = self.ledger.replan_manifest(group, self.manifest.size)
+                rel = group[0].manifest_rel
+            lines = [ManifestRecord.from_record(r, self.landing, self.warehouse).to_json() for r in group]
+            self.manifest.append(rel, lines)
+            self.ledger.manifested([r.id for r in group])
+            self._done(group, out)
+
+    def _done(self, records: list[Record], out: Outcome) -> None:
+        now = time.monotonic()
+        for r in records:
+            if r.status is Status.INGESTED:
+                self.log.info(
+                    "file_ingested",
+                    id=r.id,
+                    path=str(self.landing / r.source_rel),
+                    warehouse_path=str(self.warehouse / r.dest_rel) if r.dest_rel else None,
+                    sha256=r.sha256,
+                    bytes=r.identity.size,
+                    latency_ms=round((now - r.seen_at) * 1000, 1) if r.seen_at else None,
+                )
+            else:
+                self.log.info(
+                    "file_duplicate",
+                    id=r.id,
+                    path=str(self.landing / r.source_rel),
+                    duplicate_of=r.duplicate_of,
+                    action=r.action.value,
+                    warehouse_path=str(self.warehouse / r.dest_rel) if r.dest_rel else None,
+                    sha256=r.sha256,
+                    bytes=r.identity.size,
+                )
+        out.done.extend(records)
+        if self.on_done is not None:
+            self.on_done(records)

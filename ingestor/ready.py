@@ -261,6 +261,7 @@ class Readiness:
             p.waits += 1
             p.due = self.clock() + delay
             heapq.heappush(self._heap, (p.due, rel))
+            self._wake.set()  # the timer task may be asleep with an empty heap
 
     # ------------------------------------------------------------ the timer task
 

@@ -1,0 +1,131 @@
+"""Building real manifests and warehouse files for the sampler tests (no daemon)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ingestor.manifest import ManifestRecord, encode_path, manifest_rel_for, rfc3339
+from ingestor.records import Action, Status
+
+_ids = itertools.count()
+
+
+def sha256_of(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def record(
+    path: Path,
+    *,
+    status: Status = Status.INGESTED,
+    sha256: str | None = None,
+    size: int | None = None,
+    ns: int | None = None,
+) -> ManifestRecord:
+    """A manifest record for a warehouse file (which may be absent: give sha256/size)."""
+    ns = time.time_ns() if ns is None else ns
+    if sha256 is None:
+        sha256 = sha256_of(path)
+    if size is None:
+        size = os.stat(path).st_size
+    wh, wh_b64 = encode_path(str(path))
+    src, src_b64 = encode_path(str(path.parent / ("landing-" + path.name)))
+    rid = f"01J{next(_ids):023d}"
+    return ManifestRecord(
+        id=rid,
+        status=status,
+        action=Action.LANDED if status is Status.INGESTED else Action.QUARANTINED,
+        source_path=src,
+        source_path_b64=src_b64,
+        warehouse_path=wh,
+        warehouse_path_b64=wh_b64,
+        sha256=sha256,
+        size=size,
+        mtime=rfc3339(ns),
+        device=1,
+        inode=next(_ids),
+        ingested_at=rfc3339(ns),
+        duplicate_of=None if status is Status.INGESTED else "01J0",
+        ingestor_version="0.1.0",
+    )
+
+
+def append_lines(manifests: Path, rel: str, *lines: bytes) -> Path:
+    path = manifests / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as f:
+        for line in lines:
+            f.write(line)
+    return path
+
+
+def current_rel(offset_hours: int = 0) -> str:
+    return manifest_rel_for(time.time_ns() + offset_hours * 3600 * 1_000_000_000)
+
+
+class Layout:
+    """warehouse/, manifests/ and samples/ side by side, as the ingestor lays them out."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.warehouse = root / "warehouse"
+        self.manifests = root / "manifests"
+        self.samples = root / "samples"
+        for d in (self.warehouse, self.manifests):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def file(self, rel: str, data: bytes) -> Path:
+        path = self.warehouse / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+    def land(self, rel: str, data: bytes, manifest_rel: str | None = None) -> ManifestRecord:
+        rec = record(self.file(rel, data))
+        append_lines(self.manifests, manifest_rel or current_rel(), rec.to_json())
+        return rec
+
+    def sample_rel(self, rel: str) -> Path:
+        return self.samples / rel
+
+    def cli(self, *extra: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "sampler.cli",
+            "run",
+            "--manifests",
+            str(self.manifests),
+            "--samples",
+            str(self.samples),
+            *extra,
+        ]
+
+    def run_once(self, *extra: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(self.cli("--once", *extra), capture_output=True, timeout=timeout)
+
+
+def events(stderr: bytes) -> list[dict[str, Any]]:
+    """The JSON log lines (a line torn by SIGKILL is skipped)."""
+    out = []
+    for line in stderr.splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+def named(evs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [e for e in evs if e.get("event") == name]

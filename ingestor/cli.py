@@ -17,7 +17,7 @@ import typer
 try:  # typer >= 0.2x vendors click as typer._click; earlier ones depend on click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # pragma: no cover - depends on the installed typer
-    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef]
+    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef,import-not-found]
 
 from ingestor import logs
 from ingestor.daemon import Daemon

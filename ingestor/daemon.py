@@ -39,7 +39,7 @@ from typing import Any
 import ulid
 
 from ingestor import logs, rescan, systemd
-from ingestor.errors import Fatal
+from ingestor.errors import Fatal, IngestError
 from ingestor.fsops import TempDir
 from ingestor.ledger import Ledger, PlanPolicy
 from ingestor.manifest import ManifestWriter
@@ -379,10 +379,14 @@ class Daemon:
 
     def _scan(self, loop: asyncio.AbstractEventLoop, target: str) -> int:
         """Runs in a thread: walk and hand observations to the loop."""
+
+        def emit(chunk: list[rescan.Observation]) -> None:
+            loop.call_soon_threadsafe(self._observe, chunk)
+
         return rescan.scan(
             self.landing_fd,
             target,
-            emit=lambda chunk: loop.call_soon_threadsafe(self._observe, chunk),
+            emit=emit,
             live=self.ledger.live_identities,
             ignored=lambda rel: self.readiness.target(rel) is None,
             on_dir=self.watcher.add_dir if self.watcher is not None else None,
@@ -447,7 +451,7 @@ class Daemon:
                 self.log.warning(
                     "file_rejected", path=str(self.s.input / cand.rel), cause=exc.cause, hint=exc.hint
                 )
-        failures = [exc for _, exc in out.failed]
+        failures: list[IngestError] = [exc for _, exc in out.failed]
         if out.error is not None:
             failures.append(out.error)
         if failures:

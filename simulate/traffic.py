@@ -29,7 +29,12 @@ class Report:
     contents: dict[str, int] = field(default_factory=dict)  # sha256 → size of each distinct content
 
     def summary(self) -> dict[str, object]:
-        return {"what": self.what, "files": self.files, "bytes": self.bytes, "seconds": round(self.seconds, 3)}
+        return {
+            "what": self.what,
+            "files": self.files,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def content(tag: str, size: int, seed: int | None = None) -> bytes:
@@ -134,7 +139,9 @@ def sidecar(
     return Report("sidecar", count, count * size, time.monotonic() - started, paths, contents)
 
 
-def burst(into: Path, *, count: int = 1000, size: int = 4096, subdirs: int = 0, prefix: str = "burst") -> Report:
+def burst(
+    into: Path, *, count: int = 1000, size: int = 4096, subdirs: int = 0, prefix: str = "burst"
+) -> Report:
     """Many small files as fast as possible, each written then renamed into place."""
     started = time.monotonic()
     run = _run_id()

@@ -178,7 +178,9 @@ def daemon(env: Env, tmp_path: Path) -> Iterator[Any]:
         assert not bad, f"daemon logged {bad[:3]}"
 
 
-def run_ingestor(*args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_ingestor(
+    *args: str, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(ingestor_cmd(*args), capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
@@ -191,4 +193,6 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     wait_for(lambda: set(threading.enumerate()) <= threads, 5, "threads to end")
     leaked = set(os.listdir("/proc/self/fd")) - fds
     still = [fd for fd in leaked if os.path.exists(f"/proc/self/fd/{fd}")]
-    assert not still, f"leaked fds: {[os.readlink(f'/proc/self/fd/{fd}') for fd in still if os.path.exists(f'/proc/self/fd/{fd}')]}"
+    assert not still, (
+        f"leaked fds: {[os.readlink(f'/proc/self/fd/{fd}') for fd in still if os.path.exists(f'/proc/self/fd/{fd}')]}"
+    )

@@ -100,7 +100,12 @@ def check(
     if env.state.exists() and (n := open_records(env)):
         problems.append(f"{n} ledger records unfinished")
     assert not problems, "invariant violated:\n  " + "\n  ".join(problems[:40])
-    return {"contents": len(expected), "ingested": len(ingested), "duplicates": duplicates, "lines": sum(ids.values())}
+    return {
+        "contents": len(expected),
+        "ingested": len(ingested),
+        "duplicates": duplicates,
+        "lines": sum(ids.values()),
+    }
 
 
 def open_records(env: Env) -> int:

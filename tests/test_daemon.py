@@ -77,11 +77,13 @@ def test_duplicate_resend_is_quarantined(env: Env, daemon) -> None:
 
 @pytest.mark.parametrize("action", ["delete", "keep"])
 def test_duplicate_delete_and_keep(env: Env, daemon, action: str) -> None:
-    d = daemon("--on-duplicate", action)
+    daemon("--on-duplicate", action)
     traffic.duplicates(env.landing, count=3, size=100)
     wait_for(lambda: len(env.records()) == 3, 20, "3 lines")
     dups = [r for r in env.records() if r.status == "duplicate"]
-    assert all(r.action == ("deleted" if action == "delete" else "kept") and r.warehouse is None for r in dups)
+    assert all(
+        r.action == ("deleted" if action == "delete" else "kept") and r.warehouse is None for r in dups
+    )
     left = env.landing_files()
     assert len(left) == (0 if action == "delete" else 2)
     if action == "keep":
@@ -121,7 +123,10 @@ def test_new_subdirectory_filled_immediately(env: Env, daemon) -> None:
     daemon()
     deep = env.landing / "a" / "b" / "c"
     deep.mkdir(parents=True)
-    reps = [traffic.rename_tmp(deep, count=10, size=300), traffic.rename_tmp(env.landing / "a", count=5, size=300)]
+    reps = [
+        traffic.rename_tmp(deep, count=10, size=300),
+        traffic.rename_tmp(env.landing / "a", count=5, size=300),
+    ]
     # a whole tree created elsewhere and moved in at once: no event for its contents
     staging = env.root / "staging" / "tree"
     reps.append(traffic.rename_tmp(staging / "x" / "y", count=5, size=300))
@@ -213,7 +218,9 @@ def test_runs_in_an_empty_folder_with_defaults(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: (tmp_path / "landing").is_dir() and (tmp_path / "state" / "ledger.sqlite").exists(), 20)
+        wait_for(
+            lambda: (tmp_path / "landing").is_dir() and (tmp_path / "state" / "ledger.sqlite").exists(), 20
+        )
         wait_for(lambda: (tmp_path / "state" / "daemon.lock").exists(), 20)
         (tmp_path / "landing" / "hello.txt").write_text("hello\n")
         wait_for(lambda: list((tmp_path / "manifests").rglob("manifest.jsonl")), 20, "a manifest")
@@ -297,7 +304,13 @@ def test_dry_run_moves_nothing(env: Env, daemon) -> None:
 
 def test_hostile_names_are_one_valid_line_each(env: Env, daemon) -> None:
     daemon()
-    names = [b"new\nline.csv", b'quote"and\\back.csv', b"latin1-\xe9\xff.csv", b"x" * 251 + b".csv", "ünï.csv".encode()]
+    names = [
+        b"new\nline.csv",
+        b'quote"and\\back.csv',
+        b"latin1-\xe9\xff.csv",
+        b"x" * 251 + b".csv",
+        "ünï.csv".encode(),
+    ]
     for n in names:
         fd = os.open(os.path.join(os.fsencode(env.landing), n), os.O_WRONLY | os.O_CREAT, 0o644)
         os.write(fd, n + b" content")

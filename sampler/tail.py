@@ -27,9 +27,9 @@ every earlier file, when both hold:
    no writer appends to that hour any more, so nobody will complete it; it
    is logged (``manifest_torn_tail``) and the file retired.
 
-A saved offset that is past the file's end or not at a line start (the file
-was rewritten) is logged and moved back to the line start at or before it;
-a re-read line costs nothing, its sample is current.
+A saved offset past the file's end (the file was rewritten) is logged and
+the file re-read from 0; one not at a line start is moved back to the line
+start before it. A re-read line costs a sidecar read: its sample is current.
 """
 
 from __future__ import annotations
@@ -169,7 +169,8 @@ class Tail:
     def _valid_offset(self, fd: int, rel: str, size: int) -> int:
         off = self.offsets.get(rel, 0)
         if off > size:
-            fixed = line_start_at_or_before(fd, size)
+            # Rewritten under us: re-read it all; lines already sampled are current.
+            fixed = 0
             self.log.error("manifest_shrank", manifest=rel, offset=off, size=size, resume_at=fixed)
         elif off > 0 and os.pread(fd, 1, off - 1) != b"\n":
             fixed = line_start_at_or_before(fd, off)

@@ -62,6 +62,26 @@ def configure(level: str = "info", stream: BinaryIO | None = None) -> None:
         logger_factory=structlog.BytesLoggerFactory(file=stream or sys.stderr.buffer),
         cache_logger_on_first_use=False,
     )
+    root = logging.getLogger()
+    root.handlers = [_ToStructlog()]
+    root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # library warnings too: every stderr line is JSON
+
+
+class _ToStructlog(logging.Handler):
+    """Library messages (asyncio, watchdog, sqlite...) become JSON lines like ours."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            structlog.get_logger().log(
+                record.levelno,
+                "library_log",
+                logger=record.name,
+                message=record.getMessage(),
+                exc_info=record.exc_info if record.exc_info else None,
+            )
+        except Exception:  # a log handler must never raise into the caller
+            self.handleError(record)
 
 
 def get_logger(**context: Any) -> Any:

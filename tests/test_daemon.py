@@ -374,3 +374,18 @@ def test_ledger_records_end_final(env: Env, daemon) -> None:
     finally:
         conn.close()
     assert states == {"manifested": 12}
+
+
+@pytest.mark.parametrize("watcher", ["inotify", "watchdog", "poll"])
+def test_every_watcher_lands_everything(env: Env, daemon, watcher: str) -> None:
+    scan = ["--scan-interval", "0.5"] if watcher == "poll" else []
+    d = daemon("--watcher", watcher, *scan)
+    assert (
+        d.event("started")[0]["watcher"]
+        == {"inotify": "InotifyWatcher", "watchdog": "WatchdogWatcher", "poll": "poll"}[watcher]
+    )
+    reps = [traffic.rename_tmp(env.landing, count=10, size=200)]
+    (env.landing / "sub" / "deeper").mkdir(parents=True)
+    reps.append(traffic.rename_tmp(env.landing / "sub" / "deeper", count=10, size=200))
+    wait_for(lambda: landed(env, 20), 30, f"20 files via {watcher}")
+    invariants.check(env, invariants.expected_of(*reps))

@@ -76,6 +76,13 @@ def run(
     metrics_interval: Annotated[
         float, typer.Option(min=0.01, help="Seconds between sampler_metrics log lines.")
     ] = 60.0,
+    retire_grace: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Seconds an hour file stays open past its 60 s late-append window (clock skew).",
+        ),
+    ] = 240.0,
     log_level: Annotated[
         str, typer.Option(callback=_level, help="debug, info, warning, error, critical.")
     ] = "info",
@@ -90,6 +97,7 @@ def run(
         follow=follow,
         poll_interval=poll_interval,
         metrics_interval=metrics_interval,
+        retire_grace=retire_grace,
         log_level=log_level,
     )
     configure(log_level)

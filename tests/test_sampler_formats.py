@@ -65,15 +65,15 @@ def oracle_records(data: bytes, delimiter: str = ",") -> list[bytes]:
 
 
 TRICKY = (
-    b'id,text,n\r\n'
+    b"id,text,n\r\n"
     b'1,"line one\nline two",3\r\n'
     b'2,"say ""hi""",4\r\n'
     b'3,plain "quotes" inside,5\r\n'
     b'4,"a,b\r\nc",6\r\n'
-    b'\r\n'
+    b"\r\n"
     b'5,"caf\xc3\xa9 \xff raw bytes",7\r\n'
     b'6,"x"tail,8\n'
-    b'7,last,9'
+    b"7,last,9"
 )
 
 
@@ -82,9 +82,10 @@ def test_csv_sample_is_header_plus_n_records_byte_for_byte(tmp_path: Path, rows:
     expected = b"".join(oracle_records(TRICKY)[: rows + 1])
     out = run_csv(tmp_path, TRICKY, rows)
     assert out == expected
-    assert list(csv.reader(io.StringIO(out.decode("latin-1"), newline=""))) == list(
-        csv.reader(io.StringIO(TRICKY.decode("latin-1"), newline=""))
-    )[: rows + 1]
+    assert (
+        list(csv.reader(io.StringIO(out.decode("latin-1"), newline="")))
+        == list(csv.reader(io.StringIO(TRICKY.decode("latin-1"), newline="")))[: rows + 1]
+    )
 
 
 def test_csv_scanner_agrees_with_csv_module_on_random_input() -> None:

@@ -218,7 +218,9 @@ def _tar(path: Path, mode: str, n: int = 3, size: int = 10) -> None:
         t.addfile(link)
 
 
-@pytest.mark.parametrize(("name", "mode", "compressed"), [("a.tar", "w", False), ("a.tgz", "w:gz", True)])
+@pytest.mark.parametrize(
+    ("name", "mode", "compressed"), [("a.tar", "w", False), ("a.tgz", "w:gz", True)]
+)
 def test_tar_listing(tmp_path: Path, name: str, mode: str, compressed: bool) -> None:
     path = tmp_path / name
     _tar(path, mode)
@@ -235,7 +237,7 @@ def test_plain_tar_listing_seeks_over_member_data(tmp_path: Path) -> None:
     path = tmp_path / "big.tar"
     _tar(path, "w", n=4, size=4 << 20)
     limits = Limits(rows=10, max_bytes=1 << 20)  # far less than the 16 MiB of data
-    out, result = _run(path, limits, "tar")
+    _, result = _run(path, limits, "tar")
     assert result.rows == 5 and not result.truncated  # type: ignore[attr-defined]
 
 
@@ -255,7 +257,7 @@ def test_compressed_tar_listing_stops_at_the_cap(tmp_path: Path) -> None:
 def test_tar_entry_limit(tmp_path: Path) -> None:
     path = tmp_path / "many.tar"
     _tar(path, "w", n=30, size=1)
-    out, result = _run(path, Limits(rows=10, max_entries=5), "tar")
+    _, result = _run(path, Limits(rows=10, max_entries=5), "tar")
     assert result.rows == 5 and result.truncated  # type: ignore[attr-defined]
 
 

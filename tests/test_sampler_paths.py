@@ -76,7 +76,14 @@ def test_overlong_sample_name_is_rejected() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/elsewhere/a.csv", "/wh/../etc/passwd", "/wh/a/./b.csv", "/wh//a.csv", "/wh/a\x00.csv", "/wh"],
+    [
+        "/elsewhere/a.csv",
+        "/wh/../etc/passwd",
+        "/wh/a/./b.csv",
+        "/wh//a.csv",
+        "/wh/a\x00.csv",
+        "/wh",
+    ],
 )
 def test_paths_outside_or_odd_are_rejected(path: str) -> None:
     with pytest.raises(PathRejected):
@@ -148,7 +155,7 @@ def test_write_atomic_replaces_and_cleans_up(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError):
 
             def boom(f: object) -> None:
-                getattr(f, "write")(b"partial")
+                f.write(b"partial")
                 raise RuntimeError("sampler failed midway")
 
             write_atomic(root, "out.txt", boom)

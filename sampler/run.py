@@ -212,11 +212,13 @@ class Runner:
         next_ping = now + ping if ping else float("inf")
         try:
             while not self.signals.stop:
-                self.one_pass()
+                # Watch first, then read: a change after the watch is added
+                # raises an event, one before it is seen by the read.
+                self.tail.refresh()
                 watch.watch_only(self.tail.dirs)
-                # A change between the pass and the watch would be missed until
-                # the next poll: drain, and pass again at once if anything came.
-                if watch.drain():
+                watch.drain()  # stale: the pass below reads everything anyway
+                self.one_pass()
+                if watch.drain():  # changed during the pass: go again at once
                     continue
                 next_pass = time.monotonic() + self.s.poll_interval
                 while not self.signals.stop:

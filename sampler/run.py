@@ -119,7 +119,11 @@ class Runner:
         )
         self.saved = self.tail.checkpoint()
         self.sampler = Sampler(settings.warehouse, settings.samples, settings.limits, log=self.log)
-        self.last_save = time.monotonic()
+        now = time.monotonic()
+        self.last_save = now
+        self.ping = watchdog_interval()
+        self.next_ping = now + self.ping if self.ping else float("inf")
+        self.next_metrics = now + settings.metrics_interval
 
     def close(self) -> None:
         self.sampler.close()
@@ -142,6 +146,7 @@ class Runner:
                 self.handle(line)
                 self.tail.commit(line)
                 n += 1
+                self.tick()
                 if time.monotonic() - self.last_save >= self.s.checkpoint_interval:
                     self.save()
         finally:
@@ -198,6 +203,17 @@ class Runner:
             m.errors += 1
             self.log.error(str(out.event), **ctx, error=out.message)
 
+    def tick(self) -> float:
+        """Watchdog ping and metrics line when due; the time of the next one."""
+        now = time.monotonic()
+        if now >= self.next_ping:
+            notify("WATCHDOG=1")
+            self.next_ping = now + (self.ping or 0.0)
+        if now >= self.next_metrics:
+            self.log_metrics()
+            self.next_metrics = now + self.s.metrics_interval
+        return min(self.next_ping, self.next_metrics)
+
     def log_metrics(self, event: str = "sampler_metrics") -> None:
         self.log.info(event, **self.metrics.as_dict(self.tail.lag()))
 
@@ -206,12 +222,9 @@ class Runner:
         poller = select.poll()
         poller.register(watch.fileno(), select.POLLIN)
         poller.register(self.signals.rfd, select.POLLIN)
-        ping = watchdog_interval()
-        now = time.monotonic()
-        next_metrics = now + self.s.metrics_interval
-        next_ping = now + ping if ping else float("inf")
         try:
             while not self.signals.stop:
+                self.tick()
                 # Watch first, then read: a change after the watch is added
                 # raises an event, one before it is seen by the read.
                 self.tail.refresh()
@@ -222,14 +235,8 @@ class Runner:
                     continue
                 next_pass = time.monotonic() + self.s.poll_interval
                 while not self.signals.stop:
+                    wake_at = min(next_pass, self.tick())
                     now = time.monotonic()
-                    if now >= next_ping:
-                        notify("WATCHDOG=1")
-                        next_ping = now + (ping or 0.0)
-                    if now >= next_metrics:
-                        self.log_metrics()
-                        next_metrics = now + self.s.metrics_interval
-                    wake_at = min(next_pass, next_metrics, next_ping)
                     if now >= next_pass:
                         break
                     events = poller.poll(max(0.0, wake_at - now) * 1000)

@@ -208,11 +208,22 @@ def test_sd_notify_ready_watchdog_stopping(
 
 
 def test_second_sampler_on_the_same_checkpoint_exits_1(lay: Layout, tmp_path: Path) -> None:
+    lay.land("m/a.csv", b"h\n1\n")
     log = tmp_path / "first.log"
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(lay.cli("--follow"), stderr=fh)
+        proc = subprocess.Popen(lay.cli("--follow", "--metrics-interval", "0.05"), stderr=fh)
         try:
-            wait_for(lambda: named(events(log.read_bytes()), "sampler_started"), 20, "start")
+            metrics = wait_for(lambda: named(events(log.read_bytes()), "sampler_metrics"), 20, "m")
+            assert {"records_read", "samples_written", "skipped", "errors", "lag_bytes"} <= set(
+                metrics[-1]
+            )
+            wait_for(
+                lambda: (
+                    named(events(log.read_bytes()), "sampler_metrics")[-1]["samples_written"] == 1
+                ),
+                20,
+                "metrics to count the sample",
+            )
             second = lay.run_once()
             assert second.returncode == 1
             assert "another sampler" in named(events(second.stderr), "sampler_failed")[0]["error"]

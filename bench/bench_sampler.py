@@ -1,0 +1,209 @@
+"""Sampling cost, small file versus big file: it must not grow with the file.
+
+    .venv/bin/python bench/bench_sampler.py            # 2 MB vs 2 GB (a few minutes)
+    .venv/bin/python bench/bench_sampler.py --quick    # 2 MB vs 64 MB (seconds, for CI)
+
+For each format (CSV, CSV gzip, Parquet with 128 MiB row groups, Parquet
+with ONE row group the size of the file) it writes a small and a large file
+in a temporary directory (``--dir``, default the system temp dir; removed
+afterwards), then samples each one in a fresh child process with the real
+sampler code (``sampler.sample.Sampler`` on a manifest record, defaults:
+100 rows, 64 MiB cap) and reports the sampling time (median of ``--repeat``
+runs) and the child's peak RSS (``VmHWM``), next to its RSS right before
+sampling (interpreter + imports). Files are read warm from the page cache,
+as they are just written; the sampler reads only a few MiB of each anyway.
+
+The gzip file is one gzip member of CSV text with random fields (ratio ~2),
+compressed at level 1, so "2 GB" is its compressed size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MB = 1_000_000
+
+
+def _csv_block(rows: int, seed: int) -> bytes:
+    rnd = os.urandom(rows * 24)
+    out = []
+    for i in range(rows):
+        field = rnd[i * 24 : (i + 1) * 24].hex()
+        out.append(f'{seed * rows + i},"{field[:20]}\n{field[20:]}",{field},{i % 97}\n')
+    return "".join(out).encode()
+
+
+def make_csv(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        f.write(b"id,note,payload,n\n")
+        block = _csv_block(8000, 0)  # ~1.1 MB; repeated
+        while f.tell() < size:
+            f.write(block[: size - f.tell()] if f.tell() + len(block) > size else block)
+
+
+def make_gzip(path: Path, size: int) -> None:
+    comp = zlib.compressobj(1, zlib.DEFLATED, 31)
+    blocks = [_csv_block(8000, s) for s in range(4)]  # distinct: no long-range repeats
+    with open(path, "wb") as f:
+        f.write(comp.compress(b"id,note,payload,n\n"))
+        i = 0
+        while f.tell() < size:
+            f.write(comp.compress(blocks[i % 4]))
+            i += 1
+        f.write(comp.flush())
+
+
+def make_parquet(path: Path, size: int, single_row_group: bool) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = max(1000, min(200_000, size // 68))  # ~68 bytes a row: a 2 MB file is 2 MB
+    chunk = pa.table(
+        {
+            "id": pa.array(range(n), pa.int64()),
+            "payload": pa.array([os.urandom(24).hex() for _ in range(n)]),
+            "score": pa.array([i * 0.25 for i in range(n)], pa.float64()),
+        }
+    ).replace_schema_metadata({b"bench": b"sampler"})
+    per_chunk = chunk.nbytes
+    copies = max(1, round(size / per_chunk))
+    opts = {"compression": "none", "use_dictionary": False}
+    if single_row_group:
+        big = pa.concat_tables([chunk] * copies)  # shares buffers: little memory
+        pq.write_table(big, path, row_group_size=big.num_rows, **opts)  # type: ignore[arg-type]
+    else:
+        rows_per_group = max(n, int(n * (128 << 20) / per_chunk))
+        with pq.ParquetWriter(path, chunk.schema, **opts) as w:  # type: ignore[arg-type]
+            for _ in range(copies):
+                w.write_table(chunk, row_group_size=rows_per_group)
+
+
+CASES = {
+    "csv": ("data.csv", make_csv),
+    "csv.gz": ("data.csv.gz", make_gzip),
+    "parquet (128 MiB row groups)": ("groups.parquet", lambda p, s: make_parquet(p, s, False)),
+    "parquet (one row group)": ("onegroup.parquet", lambda p, s: make_parquet(p, s, True)),
+}
+
+
+def _vm(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(path: str, repeat: int) -> None:
+    """Sample ``path`` in this process; print seconds per run and memory as JSON."""
+    import pyarrow.parquet  # noqa: F401 - imported before the baseline, as a sampler would have it
+    import structlog
+
+    from ingestor.manifest import ManifestRecord, encode_path
+    from sampler.limits import Limits
+    from sampler.sample import Event, Sampler
+
+    file = Path(path)
+    warehouse = file.parent / "warehouse"
+    samples = file.parent / f"samples-{os.getpid()}"
+    samples.mkdir()
+    wh, wh_b64 = encode_path(str(file))
+    rec = ManifestRecord(
+        id="bench", status="ingested", action="landed", source_path=wh, source_path_b64=wh_b64,  # type: ignore[arg-type]
+        warehouse_path=wh, warehouse_path_b64=wh_b64, sha256="0" * 64, size=file.stat().st_size,
+        mtime="", device=0, inode=0, ingested_at="", duplicate_of=None, ingestor_version="bench",
+    )  # fmt: skip
+    log = structlog.wrap_logger(None, processors=[structlog.testing.LogCapture()])
+    base = _vm("VmRSS")
+    times = []
+    for _ in range(repeat):
+        # sample a fresh samples dir each run: a current sample would be skipped
+        shutil.rmtree(samples)
+        samples.mkdir()
+        sampler = Sampler(file.parent, samples, Limits(), log=log)
+        t0 = time.perf_counter()
+        out = sampler.sample(rec)
+        times.append(time.perf_counter() - t0)
+        sampler.close()
+        assert out.event is Event.WRITTEN, out
+    shutil.rmtree(samples)
+    del warehouse
+    print(
+        json.dumps({"seconds": times, "base_mb": base, "peak_mb": _vm("VmHWM"), "rows": out.rows})
+    )
+
+
+def measure(path: Path, repeat: int) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--child", str(path), "--repeat", str(repeat)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True)
+    data = json.loads(res.stdout.strip().splitlines()[-1])
+    return {
+        "seconds": statistics.median(data["seconds"]),
+        "base_mb": data["base_mb"],
+        "peak_mb": data["peak_mb"],
+        "rows": data["rows"],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 MB vs 64 MB instead of 2 GB")
+    ap.add_argument("--dir", default=None, help="where to write the files (default: temp dir)")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.repeat)
+        return 0
+    small, large = 2 * MB, (64 * MB if args.quick else 2000 * MB)
+    work = Path(tempfile.mkdtemp(prefix="bench-sampler-", dir=args.dir))
+    print(f"# {platform.node()} {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cpu, python {platform.python_version()}, dir {work}")  # fmt: skip
+    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; command: {' '.join(sys.argv)}")
+    header = "| format | file | size | sample time | peak RSS | RSS before | rows |"
+    print(header)
+    print("|---|---|---|---|---|---|---|")
+    worst_ratio = 0.0
+    worst_peak = 0.0
+    try:
+        for label, (name, make) in CASES.items():
+            results = []
+            for tag, size in (("small", small), ("large", large)):
+                d = work / f"{tag}-{name}"
+                d.mkdir()
+                path = d / name
+                t0 = time.perf_counter()
+                make(path, size)
+                gen = time.perf_counter() - t0
+                r = measure(path, args.repeat)
+                results.append(r)
+                worst_peak = max(worst_peak, r["peak_mb"])
+                print(f"| {label} | {tag} | {path.stat().st_size / MB:,.1f} MB | "
+                      f"{r['seconds'] * 1000:.1f} ms | {r['peak_mb']:.0f} MB | "
+                      f"{r['base_mb']:.0f} MB | {r['rows']} |", flush=True)  # fmt: skip
+                print(f"<!-- generated in {gen:.1f} s -->", flush=True)
+                path.unlink()
+            ratio = results[1]["seconds"] / results[0]["seconds"]
+            worst_ratio = max(worst_ratio, ratio)
+            print(f"| {label} | large/small | | x{ratio:.2f} | | | |", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"\nworst time ratio large/small: x{worst_ratio:.2f}; worst peak RSS: {worst_peak:.0f} MB"
+    )
+    return 0 if worst_peak < 200 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

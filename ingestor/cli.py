@@ -157,6 +157,34 @@ def replay(
     raise typer.Exit(_run_daemon(settings, one_shot=True, paths=rels))
 
 
+@app.command()
+def verify(
+    warehouse: WarehouseOpt = None,
+    manifests: ManifestsOpt = None,
+    state_path: StateOpt = None,
+    input: InputOpt = None,
+    config: ConfigOpt = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+) -> None:
+    """Audit manifest, warehouse and ledger against each other; exit 0 clean, 1 not.
+
+    Give --warehouse, --manifests and --state-path, or --input (or --config) to
+    use the defaults beside the landing dir.
+    """
+    from ingestor.verify import run_verify
+
+    if input is None and config is None and None in (warehouse, manifests, state_path):
+        raise SettingsError("verify needs --warehouse, --manifests and --state-path (or --input / --config)")
+    if input is None and config is None:
+        assert warehouse is not None and manifests is not None and state_path is not None
+        wh, mf, st = warehouse.absolute(), manifests.absolute(), state_path.absolute()
+    else:
+        s = load({"input": input, "warehouse": warehouse, "manifests": manifests, "state_path": state_path}, config=config)
+        wh, mf, st = s.warehouse, s.manifests, s.state_path
+    logs.configure("warning")
+    raise typer.Exit(run_verify(wh, mf, st, as_json=json, out=sys.stdout))
+
+
 # ----------------------------------------------------------------- entry point
 
 

@@ -24,6 +24,7 @@ import stat as stat_mod
 import threading
 from collections.abc import Callable
 
+from ingestor import faults
 from ingestor.errors import BadInput, Gone, Stopping, from_oserror
 from ingestor.fsops import OPEN_DATA, TempDir, open_beneath
 from ingestor.records import Candidate, Hashed, Identity
@@ -119,6 +120,8 @@ def hash_fd(
         h.update(chunk)
         if sink >= 0:
             _write_all(sink, chunk, name)
+            if faults.ACTIVE:
+                faults.ACTIVE.hit("mid_copy")
         offset += n
         if drop and offset - dropped >= _DROP_EVERY:
             os.posix_fadvise(fd, dropped, offset - dropped, os.POSIX_FADV_DONTNEED)

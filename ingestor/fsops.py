@@ -75,7 +75,14 @@ def _open_walk(root_fd: int, rel: str, flags: int) -> int:
     fd = root_fd
     try:
         for part in parts[:-1]:
-            nfd = os.open(part, OPEN_DIR, dir_fd=fd)
+            try:
+                nfd = os.open(part, OPEN_DIR, dir_fd=fd)
+            except NotADirectoryError:
+                # O_DIRECTORY|O_NOFOLLOW on a symlink says ENOTDIR; say what it is
+                st = stat_at(fd, part)
+                if st is not None and stat_mod.S_ISLNK(st.st_mode):
+                    raise OSError(errno.ELOOP, "a symlink in the path: never followed", rel) from None
+                raise
             if fd != root_fd:
                 os.close(fd)
             fd = nfd

@@ -30,6 +30,7 @@ import fcntl
 import os
 import queue
 import sqlite3
+import stat as stat_mod
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -39,6 +40,7 @@ from typing import Any, TypeVar
 
 import ulid
 
+from ingestor import faults
 from ingestor import layout as layout_mod
 from ingestor.errors import Fatal, Retryable
 from ingestor.manifest import manifest_rel_for
@@ -325,7 +327,11 @@ class Ledger:
                 except Exception as exc:  # handed to the caller through its future
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
+                    if isinstance(exc, sqlite3.Error):
+                        exc = Retryable("ledger", str(self.path), str(exc), "retried")
                     results.append((False, exc))
+            if faults.ACTIVE:
+                faults.ACTIVE.hit("before_commit")
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             try:
@@ -364,14 +370,17 @@ class Ledger:
         """Which identities are in flight (any owner) or kept as duplicates."""
         conn = self.reader()
         out = set()
-        for i in idents:
-            row = conn.execute(
-                "SELECT 1 FROM files WHERE inode=? AND device=? AND size=? AND mtime_ns=? "
-                f"AND (state IN {_OPEN} OR action = 'kept') LIMIT 1",
-                (i.inode, i.device, i.size, i.mtime_ns),
-            ).fetchone()
-            if row is not None:
-                out.add(i)
+        try:
+            for i in idents:
+                row = conn.execute(
+                    "SELECT 1 FROM files WHERE inode=? AND device=? AND size=? AND mtime_ns=? "
+                    f"AND (state IN {_OPEN} OR action = 'kept') LIMIT 1",
+                    (i.inode, i.device, i.size, i.mtime_ns),
+                ).fetchone()
+                if row is not None:
+                    out.add(i)
+        except sqlite3.Error as exc:
+            raise Retryable("read ledger", str(self.path), str(exc), "retried") from exc
         return out
 
     # ------------------------------------------------------------ operations
@@ -566,13 +575,54 @@ def _plan_one(conn: sqlite3.Connection, h: Hashed, policy: PlanPolicy, owner: st
 
 
 def _unique_dest(conn: sqlite3.Connection, dest: str, sha: str, warehouse: Path, *, first: int) -> str:
-    """``dest`` if nobody planned it and nothing is there, else a suffixed variant."""
+    """``dest`` if nobody planned it and nothing is there, else a suffixed variant.
+
+    Directory components are checked too: a landed or planned *file* where the
+    path needs a directory (``reports`` landed, now ``reports/q1.csv`` comes)
+    gets that component suffixed, or the landing dir would never drain.
+    """
+    parts = dest.split("/")
+    for i in range(len(parts) - 1):
+        prefix = "/".join(parts[: i + 1])
+        attempt = 0
+        while _dir_blocked(conn, warehouse, prefix):
+            attempt += 1
+            prefix = layout_mod.with_suffix("/".join(parts[: i + 1]), sha, attempt)
+        parts[i] = prefix.rsplit("/", 1)[-1]
+    dest = "/".join(parts)
     attempt = first
     while True:
         cand = dest if attempt == 0 else layout_mod.with_suffix(dest, sha, attempt)
-        taken = conn.execute(
-            "SELECT 1 FROM files WHERE dest_rel=? AND state != 'abandoned'", (os.fsencode(cand),)
-        ).fetchone()
-        if not taken and not os.path.lexists(warehouse / cand):
+        if not _file_blocked(conn, warehouse, cand):
             return cand
         attempt += 1
+
+
+def _planned(conn: sqlite3.Connection, rel: str) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM files WHERE dest_rel=? AND state != 'abandoned'", (os.fsencode(rel),)).fetchone()
+        is not None
+    )
+
+
+def _dir_blocked(conn: sqlite3.Connection, warehouse: Path, rel: str) -> bool:
+    """Can ``rel`` not be (or become) a directory: a non-directory there, or a file planned there?"""
+    try:
+        st = os.lstat(warehouse / rel)
+    except FileNotFoundError:
+        return _planned(conn, rel)
+    return not stat_mod.S_ISDIR(st.st_mode)
+
+
+def _file_blocked(conn: sqlite3.Connection, warehouse: Path, rel: str) -> bool:
+    """Is ``rel`` taken: planned, present, or needed as a directory by a planned file?"""
+    if _planned(conn, rel) or os.path.lexists(warehouse / rel):
+        return True
+    lo = os.fsencode(rel) + b"/"
+    hi = os.fsencode(rel) + b"0"  # "0" is the byte after "/": every path below rel sorts in [lo, hi)
+    return (
+        conn.execute(
+            "SELECT 1 FROM files WHERE dest_rel >= ? AND dest_rel < ? AND state != 'abandoned' LIMIT 1", (lo, hi)
+        ).fetchone()
+        is not None
+    )

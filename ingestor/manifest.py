@@ -33,6 +33,7 @@ import binascii
 import calendar
 import fcntl
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -41,7 +42,8 @@ from pathlib import Path
 
 import orjson
 
-from ingestor import __version__
+from ingestor import __version__, faults
+from ingestor.errors import from_oserror
 from ingestor.records import Action, Record, Status
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -168,14 +170,14 @@ class ManifestRecord:
 
 
 _FIELDS = tuple(ManifestRecord.__dataclass_fields__)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _checked(rec: ManifestRecord) -> ManifestRecord:
     status = Status(rec.status)
     action = Action(rec.action)
-    if not (isinstance(rec.sha256, str) and len(rec.sha256) == 64):
-        raise ValueError("sha256 is not 64 hex digits")
-    int(rec.sha256, 16)
+    if not (isinstance(rec.sha256, str) and _SHA256.fullmatch(rec.sha256)):
+        raise ValueError("sha256 is not 64 lowercase hex digits")
     if not isinstance(rec.size, int) or rec.size < 0:
         raise ValueError("size is not a non-negative integer")
     if rec.source_path_b64 is not None:
@@ -244,24 +246,47 @@ class ManifestWriter:
         return self.root / rel
 
     def size(self, rel: str) -> int:
-        """Current size of a manifest file, 0 when it does not exist yet."""
+        """Where the next line of a manifest file can start, at the earliest.
+
+        The end of its last complete line, 0 when it does not exist: a torn tail
+        left by a crashed writer is cut off before the next append, so the next
+        line may start before the file's current size.
+        """
         try:
-            return os.stat(self.root / rel).st_size
+            fd = os.open(self.root / rel, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return 0
+        try:
+            return line_start_at_or_before(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
 
     def append(self, rel: str, lines: Iterable[bytes]) -> int:
-        """Append complete lines, fsync, return the file's size after them."""
+        """Append complete lines, fsync, return the file's size after them.
+
+        Raises ``Retryable`` (disk full, I/O error...): the file then holds none
+        of these lines, and the caller redoes the step later.
+        """
         data = b"".join(lines)
-        path = self.root / rel
+        try:
+            return self._append(self.root / rel, data)
+        except OSError as exc:
+            raise from_oserror("append to manifest", str(self.root / rel), exc, source=False) from exc
+
+    def _append(self, path: Path, data: bytes) -> int:
         with self._mutex:
             fd = _open_append(path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 before = _repair_tail(fd)
                 try:
+                    if faults.ACTIVE and faults.ACTIVE.fire("manifest_write") == "torn":
+                        _write_all(fd, data[: max(1, len(data) // 2)])
+                        faults.kill_now()
                     _write_all(fd, data)
                     os.fsync(fd)
+                    if faults.ACTIVE:
+                        faults.ACTIVE.hit("after_manifest_fsync")
                 except OSError:
                     # Cut the batch off again: a retry must start from a file
                     # that provably does not hold these lines.

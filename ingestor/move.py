@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import errno
 import os
+import stat as stat_mod
 import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from ingestor import faults
 from ingestor.digest import hash_at, hash_fd
-from ingestor.errors import from_oserror
+from ingestor.errors import Retryable, from_oserror
 from ingestor.fsops import (
     OPEN_DATA,
     OPEN_DIR,
@@ -74,10 +76,11 @@ class _Batch:
         if rel_dir not in self.src_fds:
             try:
                 self.src_fds[rel_dir] = open_beneath(self.landing_fd, rel_dir, OPEN_DIR)
-            except (FileNotFoundError, NotADirectoryError):
-                self.src_fds[rel_dir] = None
             except OSError as exc:
-                raise from_oserror("open dir", rel_dir, exc, source=True) from exc
+                if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV):
+                    raise from_oserror("open dir", rel_dir, exc, source=False) from exc
+                # gone, or swapped for a symlink: the hashed file is not reachable there
+                self.src_fds[rel_dir] = None
         return self.src_fds[rel_dir]
 
     def close(self) -> None:
@@ -99,11 +102,21 @@ class Mover:
     def move_all(self, records: list[Record]) -> list[MoveResult]:
         batch = _Batch(self.landing_fd)
         try:
-            results = [self._place(rec, batch) for rec in records]
+            results = []
+            for rec in records:
+                results.append(self._place(rec, batch))
+                if faults.ACTIVE:
+                    faults.ACTIVE.hit("after_place")
             self._sync(batch, sources=False)
+            if faults.ACTIVE:
+                faults.ACTIVE.hit("after_dest_sync")
             for rel_dir, name, ident in batch.unlinks:
                 self._unlink_source(batch, rel_dir, name, ident)
+                if faults.ACTIVE:
+                    faults.ACTIVE.hit("after_unlink")
             self._sync(batch, sources=True)
+            if faults.ACTIVE:
+                faults.ACTIVE.hit("after_src_sync")
             return results
         finally:
             batch.close()
@@ -142,7 +155,13 @@ class Mover:
 
         assert rec.dest_rel is not None
         dst_dir, dst_name = os.path.split(rec.dest_rel)
-        dfd = self._dest_dir(batch, dst_dir)
+        try:
+            dfd = self._dest_dir(batch, dst_dir)
+        except Retryable as exc:
+            if exc.__cause__ is not None and getattr(exc.__cause__, "errno", None) in (errno.ENOTDIR, errno.EEXIST):
+                self._drop_temp(rec)
+                return MoveResult(rec, Moved.COLLISION)  # a file sits where a directory goes
+            raise
         dst_st = stat_at(dfd, dst_name)
 
         if dst_st is not None:
@@ -195,6 +214,8 @@ class Mover:
 
     def _is_ours(self, rec: Record, st: os.stat_result, dfd: int, name: str) -> bool:
         """Is the file at the destination this record's (a rename or copy done before a crash)?"""
+        if not stat_mod.S_ISREG(st.st_mode):
+            return False
         if (st.st_dev, st.st_ino) == (rec.identity.device, rec.identity.inode):
             return True
         if st.st_size != rec.identity.size:

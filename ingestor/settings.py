@@ -100,6 +100,8 @@ def _number(kind: type[float] | type[int], low: float, high: float = math.inf) -
     def parse(text: Any) -> Any:
         if isinstance(text, bool):
             raise ValueError(f"{text!r} is not a number")
+        if kind is int and isinstance(text, float):
+            raise ValueError(f"{text!r} is not a whole number")
         value = kind(text)
         if kind is float and not math.isfinite(value):
             raise ValueError(f"{text!r} is not a finite number")
@@ -112,7 +114,9 @@ def _number(kind: type[float] | type[int], low: float, high: float = math.inf) -
 
 def _suffixes(text: Any) -> tuple[str, ...]:
     items = text if isinstance(text, list | tuple) else str(text).split(",")
-    out = tuple(s.strip() for s in items if str(s).strip())
+    if not all(isinstance(s, str) for s in items):
+        raise ValueError(f"{text!r} is not a list of suffixes like '.tmp'")
+    out = tuple(s.strip() for s in items if s.strip())
     for s in out:
         if not s.startswith(".") or "/" in s:
             raise ValueError(f"{s!r} is not a suffix like '.tmp'")
@@ -139,11 +143,22 @@ def _layout(text: Any) -> str:
         raise ValueError(str(exc)) from exc
 
 
+def _path(text: Any) -> Path:
+    if not isinstance(text, str | os.PathLike):
+        raise ValueError(f"{text!r} is not a path")
+    p = Path(text)
+    if "\0" in str(p):
+        raise ValueError("a path cannot hold a NUL byte")
+    if not str(p).strip():
+        raise ValueError("the path is empty")
+    return p
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
-    "input": Path,
-    "warehouse": Path,
-    "manifests": Path,
-    "state_path": Path,
+    "input": _path,
+    "warehouse": _path,
+    "manifests": _path,
+    "state_path": _path,
     "mode": Mode,
     "stability_seconds": _number(float, 0.0, 86400.0),
     "sidecar_suffix": _sidecar,

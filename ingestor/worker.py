@@ -31,8 +31,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ingestor import faults
 from ingestor.digest import digest
-from ingestor.errors import BadInput, Gone, IngestError, Retryable, Stopping
+from ingestor.errors import BadInput, Gone, IngestError, Retryable, Stopping, from_oserror
 from ingestor.fsops import TempDir
 from ingestor.layout import render
 from ingestor.ledger import Defer, Ledger, MovedUpdate, PlanPolicy, Skip
@@ -116,6 +117,9 @@ class Worker:
             except Retryable as exc:
                 out.failed.append((cand, exc))
                 continue
+            except OSError as exc:
+                out.failed.append((cand, from_oserror("read", cand.rel, exc, source=False)))
+                continue
             if h is None:
                 out.skipped.append(cand)
             else:
@@ -138,6 +142,8 @@ class Worker:
                     self.tmp.remove(h.temp)
                 self._settle(out, h.candidate.rel)
             return out
+        if faults.ACTIVE:
+            faults.ACTIVE.hit("before_plan")
         try:
             plans = self.ledger.plan(hashed, self.policy)
         except Retryable as exc:
@@ -146,6 +152,8 @@ class Worker:
                     self.tmp.remove(h.temp)
                 out.failed.append((h.candidate, exc))
             return out
+        if faults.ACTIVE:
+            faults.ACTIVE.hit("after_plan")
         records: list[Record] = []
         for h, plan in zip(hashed, plans, strict=True):
             if isinstance(plan, Record):
@@ -195,10 +203,12 @@ class Worker:
         try:
             moved = self._move(records, out)
             self._manifest(moved, out, recovering=recovering)
-        except Retryable as exc:
+        except (Retryable, OSError) as exc:
+            # an OSError not classified where it was raised is still environmental: retry
+            err = exc if isinstance(exc, Retryable) else from_oserror("land", records[0].source_rel, exc, source=False)
             done = {r.id for r in out.done}
             out.unfinished = [r for r in records if r.id not in done and r.id not in out.abandoned]
-            out.error = exc
+            out.error = err
         return out
 
     def _move(self, records: list[Record], out: Outcome) -> list[Record]:
@@ -247,6 +257,8 @@ class Worker:
                         self.log.warning("file_vanished", path=str(self.landing / rec.source_rel), id=rec.id)
             if updates:
                 self.ledger.moved(updates)
+                if faults.ACTIVE:
+                    faults.ACTIVE.hit("after_moved")
         if todo:
             raise Retryable("move", todo[0].source_rel, "destination taken three times in a row")
         return ready
@@ -272,6 +284,8 @@ class Worker:
             lines = [ManifestRecord.from_record(r, self.landing, self.warehouse).to_json() for r in group]
             self.manifest.append(rel, lines)
             self.ledger.manifested([r.id for r in group])
+            if faults.ACTIVE:
+                faults.ACTIVE.hit("after_manifested")
             self._done(group, out)
 
     def _done(self, records: list[Record], out: Outcome) -> None:

@@ -130,12 +130,7 @@ def test_symlink_is_bad_input_and_not_followed(site: Site, tmp_path: Path) -> No
     "mode",
     [
         "openat2",
-        pytest.param(
-            "walk",
-            marks=pytest.mark.xfail(
-                strict=True, reason="BUG: fsops._open_walk gives ENOTDIR → Gone('vanished'), not BadInput"
-            ),
-        ),
+        "walk",
     ],
 )
 def test_symlinked_directory_is_bad_input(

@@ -121,13 +121,7 @@ def test_symlink_in_a_middle_component_is_refused(root_fd: int, resolver: str) -
     "mode",
     [
         "openat2",
-        pytest.param(
-            "walk",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: _open_walk gives ENOTDIR (O_DIRECTORY|O_NOFOLLOW on a symlink), not ELOOP",
-            ),
-        ),
+        "walk",
     ],
 )
 def test_symlink_in_a_middle_component_is_eloop(

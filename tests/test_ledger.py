@@ -328,10 +328,6 @@ def test_collision_with_a_planned_record_and_then_a_file(
     assert second.dest_rel == today(f"data~{s8}-2.csv")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _unique_dest checks only the last component; a parent that is a file blocks forever",
-)
 def test_a_file_where_a_planned_directory_goes(ledger: Ledger, policy: PlanPolicy, warehouse: Path) -> None:
     """``reports`` (a file) landed today; later ``reports/q1.csv`` arrives: its planned path
     must be one the mover can create, or every retry fails in makedirs with ENOTDIR."""

@@ -267,7 +267,6 @@ def test_invalid_toml_types(cwd: Path, name: str, value: str) -> None:
     one_line_error(info, name)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _number(int) truncates a TOML float (int(2.7) == 2)")
 @pytest.mark.parametrize(
     ("name", "value"), [("concurrency", "2.7"), ("batch_size", "10.5"), ("metrics_port", "9100.9")]
 )
@@ -278,7 +277,6 @@ def test_toml_float_for_an_integer_setting_is_refused(cwd: Path, name: str, valu
     one_line_error(info, name)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _suffixes calls .strip() on non-strings: AttributeError")
 def test_toml_list_of_non_strings_for_ignore_suffixes(cwd: Path) -> None:
     cfg = toml(cwd / "c.toml", "ignore_suffixes = [1, 2]\n")
     with pytest.raises(SettingsError) as info:
@@ -286,7 +284,6 @@ def test_toml_list_of_non_strings_for_ignore_suffixes(cwd: Path) -> None:
     one_line_error(info, "ignore_suffixes")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a NUL in a path escapes as a bare ValueError from realpath")
 @pytest.mark.parametrize("name", PATHS)
 def test_nul_byte_in_a_path(cwd: Path, name: str) -> None:
     text = f'{name} = "{cwd}/x\\u0000y"\n'

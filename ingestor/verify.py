@@ -1,0 +1,671 @@
+"""Verify: manifest lines, ledger records and warehouse files checked against each other.
+
+Contract: ``run_verify`` reads every manifest line, the ledger (read-only) and
+every warehouse entry, changes nothing, and returns 0 when they agree, 1 when
+they do not (the report says how), 2 when an input is missing or unusable
+(one ``ingestor: error:`` line on stderr). The manifests are assumed complete:
+an hour file deleted by a retention job shows up as records without lines.
+
+Bounded memory on a million files: nothing is kept per line or per file.
+Lines and a snapshot of the ledger go into a scratch SQLite database in
+``$TMPDIR`` (removed afterwards); the cross-checks are SQL queries; the
+warehouse is walked one directory at a time with ``os.scandir`` (symlinks are
+reported, never followed) and each file is looked up by path. Files are
+hashed by two threads (hashlib releases the GIL) with a bounded number in
+flight; a problem keeps a count and its first ``MAX_EXAMPLES`` examples.
+
+Beside a running daemon, whose commit order is row HASHED → file placed →
+MOVED → line appended → MANIFESTED, the audit reads lines, then the warehouse,
+then one ledger snapshot, then the lines appended meanwhile ("late" lines).
+In that order a landing in progress can only look like an orphan file, an
+unfinished record, a torn tail, a temporary or a line whose record is newer
+than the snapshot; each of those is re-checked once against the live state
+before it is reported.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import hashlib
+import itertools
+import os
+import sqlite3
+import stat as stat_mod
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from ingestor.digest import hash_fd
+from ingestor.errors import IngestError
+from ingestor.fsops import OPEN_DATA, OPEN_DIR, TempDir, open_beneath
+from ingestor.ledger import connect
+from ingestor.manifest import MANIFEST_NAME, ManifestError, ManifestRecord, iter_lines
+
+MAX_EXAMPLES = 20
+HASH_THREADS = 2
+_IN_FLIGHT = 16  # files handed to the hashing threads and not yet checked
+_BATCH = 5000
+
+KINDS = {
+    "torn_line": "manifest file whose last bytes have no newline",
+    "bad_line": "complete manifest line that is not a valid record",
+    "duplicate_id": "id on more than one line",
+    "missing_file": "line whose warehouse file is absent",
+    "sha_mismatch": "warehouse file whose size or SHA-256 differs from its line",
+    "unreadable_file": "warehouse file or directory that cannot be read",
+    "shared_path": "warehouse file named by more than one record",
+    "duplicate_content": "same content ingested more than once",
+    "duplicate_mismatch": "duplicate whose duplicate_of is no ingested line of the same content",
+    "orphan_file": "warehouse file that no line names",
+    "leftover_temporary": "file left in .ingestor-tmp/ (the next start removes it)",
+    "unexpected_entry": "symlink, FIFO, socket or device in the warehouse",
+    "unfinished_record": "ledger record still hashed or moved",
+    "ledger_without_line": "record manifested in the ledger with no manifest line",
+    "line_without_ledger": "line whose id is not in the ledger",
+    "ledger_mismatch": "line and its ledger record disagree",
+}
+
+_SCHEMA = """
+CREATE TABLE mfile(idx INTEGER PRIMARY KEY, rel TEXT NOT NULL);
+CREATE TABLE line(id TEXT NOT NULL, status TEXT NOT NULL, sha BLOB NOT NULL, size INTEGER NOT NULL,
+    rel BLOB, dup_of TEXT, src INTEGER NOT NULL, mf INTEGER NOT NULL, off INTEGER NOT NULL,
+    late INTEGER NOT NULL, found INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE orphan(rel BLOB PRIMARY KEY, size INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE temp(name BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE rec(id TEXT PRIMARY KEY, state TEXT, status TEXT, sha BLOB, size INTEGER,
+    dest BLOB, mrel TEXT, dup_of TEXT, owner TEXT) WITHOUT ROWID;
+"""
+# built after the bulk load of the first pass: cheaper than maintaining them row by row
+_INDEXES = """
+CREATE INDEX line_rel ON line(rel) WHERE rel IS NOT NULL;
+CREATE INDEX line_id ON line(id);
+CREATE INDEX line_sha ON line(sha, src) WHERE status = 'ingested';
+"""
+
+
+class Unusable(Exception):
+    """An input that does not exist or cannot be audited: exit 2."""
+
+
+@dataclass
+class Report:
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    problems: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    checked: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("lines", "files", "records", "bytes_hashed", "seconds"), 0)
+    )
+
+    def add(self, kind: str, **example: Any) -> None:
+        self.counts[kind] += 1
+        if len(self.problems[kind]) < MAX_EXAMPLES:
+            self.problems[kind].append(example)
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.counts.values())
+
+
+def run_verify(warehouse: Path, manifests: Path, state_path: Path, *, as_json: bool, out: TextIO) -> int:
+    """Audit; write the report to ``out``; 0 clean, 1 inconsistent, 2 unusable inputs."""
+    started = time.monotonic()
+    try:
+        report = audit(warehouse, manifests, state_path)
+    except (Unusable, sqlite3.Error, OSError) as exc:
+        print(f"ingestor: error: verify: {exc}", file=sys.stderr)
+        return 2
+    report.checked["seconds"] = round(time.monotonic() - started, 3)
+    out.write(render_json(report) if as_json else render_text(report))
+    out.flush()
+    return 0 if report.ok else 1
+
+
+def audit(warehouse: Path, manifests: Path, state_path: Path) -> Report:
+    for path, what in ((warehouse, "warehouse"), (manifests, "manifests")):
+        if not path.is_dir():
+            raise Unusable(f"{what} directory {path} does not exist")
+    if not state_path.is_file():
+        raise Unusable(f"ledger {state_path} does not exist (--state-path)")
+    ledger = connect(state_path, readonly=True)
+    try:
+        prefix = _check_ledger(ledger, state_path, warehouse, manifests)
+        root_fd = os.open(warehouse, OPEN_DIR)
+        try:
+            with tempfile.TemporaryDirectory(prefix="ingestor-verify-") as tmp:
+                db = sqlite3.connect(Path(tmp) / "scratch.sqlite", isolation_level=None)
+                try:
+                    for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-32768"):
+                        db.execute(f"PRAGMA {pragma}")
+                    db.executescript(_SCHEMA)
+                    return _Audit(db, ledger, root_fd, prefix, manifests, state_path).run()
+                finally:
+                    db.close()
+        finally:
+            os.close(root_fd)
+    finally:
+        ledger.close()
+
+
+def _check_ledger(ledger: sqlite3.Connection, path: Path, warehouse: Path, manifests: Path) -> bytes:
+    """Refuse a file that is no ledger, or another warehouse's; the lines' path prefix."""
+    try:
+        tables = {r[0] for r in ledger.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        meta = dict(ledger.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
+    except sqlite3.DatabaseError as exc:
+        raise Unusable(f"ledger {path}: {exc}") from exc
+    if not {"files", "content"} <= tables:
+        raise Unusable(f"{path} is not an ingestor ledger (no files table)")
+    for key, given in (("warehouse", warehouse), ("manifests", manifests)):
+        stored = meta.get(key)
+        if stored is not None and stored != str(given) and not _same_dir(stored, given):
+            raise Unusable(f"ledger {path} belongs to {key} {stored}, not {given}")
+    return os.fsencode(meta.get("warehouse", str(warehouse))).rstrip(b"/") + b"/"
+
+
+def _same_dir(a: str, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+class _Audit:
+    """One audit; every method runs on the calling thread except ``_hash_one``."""
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        ledger: sqlite3.Connection,
+        root_fd: int,
+        prefix: bytes,
+        manifests: Path,
+        state_path: Path,
+    ) -> None:
+        self.db, self.ledger, self.root_fd, self.prefix = db, ledger, root_fd, prefix
+        self.manifests, self.owners_dir = manifests, state_path.parent / "owners"
+        self.report = Report()
+        self.mfiles: dict[str, list[int]] = {}  # manifest rel → [index, offset after its last complete line]
+        self.mnames: list[str] = []
+        self.batch: list[tuple[Any, ...]] = []
+        self.found: list[tuple[int]] = []
+        self.pending: collections.deque[tuple[concurrent.futures.Future[Any], str, list[Any]]]
+        self.pending = collections.deque()
+        self.path_mode = False
+        self._flocks: set[tuple[int, int, int]] | None = None
+
+    def run(self) -> Report:
+        self._read_manifests(late=False)
+        self.db.executescript(_INDEXES)
+        with concurrent.futures.ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="verify-hash") as pool:
+            self.db.execute("BEGIN")
+            self._walk(pool)
+            self._drain(0)
+            self._flush_found()
+            self.db.execute("COMMIT")
+            self._snapshot_ledger()
+            self._read_manifests(late=True)
+            self._recheck_orphans(pool)
+            self._drain(0)
+        self._recheck_temps()
+        self._cross_checks()
+        return self.report
+
+    # ------------------------------------------------------------ manifests
+
+    def _manifest_files(self) -> Iterator[str]:
+        stack = [""]
+        while stack:
+            rel_dir = stack.pop()
+            with os.scandir(self.manifests / rel_dir) as it:
+                entries = sorted(it, key=lambda e: e.name, reverse=True)
+            for e in entries:
+                rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(rel)
+                elif e.name == MANIFEST_NAME and e.is_file(follow_symlinks=False):
+                    yield rel
+
+    def _read_manifests(self, *, late: bool) -> None:
+        self.db.execute("BEGIN")
+        for rel in list(self._manifest_files()):
+            entry = self.mfiles.get(rel)
+            if entry is None:
+                entry = self.mfiles[rel] = [len(self.mnames), 0]
+                self.mnames.append(rel)
+                self.db.execute("INSERT INTO mfile VALUES (?, ?)", (entry[0], rel))
+            try:
+                fd = os.open(self.manifests / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                size = os.fstat(fd).st_size
+                for line, after in iter_lines(fd, entry[1], size):
+                    self._add_line(line, entry[0], after - len(line), late)
+                    entry[1] = after
+            finally:
+                os.close(fd)
+            if late and size > entry[1]:  # still torn after the whole audit: not a write in progress
+                self.report.add("torn_line", **self._where(entry[0], entry[1]), bytes=size - entry[1])
+        self._flush_lines()
+        self.db.execute("COMMIT")
+
+    def _add_line(self, line: bytes, mf: int, off: int, late: bool) -> None:
+        self.report.checked["lines"] += 1
+        try:
+            rec = ManifestRecord.from_json(line)
+            if not isinstance(rec.id, str) or not isinstance(rec.duplicate_of, str | None):
+                raise ManifestError("id or duplicate_of is not a string")
+            sha = bytes.fromhex(rec.sha256)
+            rel = None
+            if (path := rec.warehouse) is not None:
+                raw = os.fsencode(path)
+                if not raw.startswith(self.prefix):
+                    raise ManifestError(f"warehouse_path is not under {_show(self.prefix)}")
+                rel = raw[len(self.prefix) :]
+        except (ManifestError, ValueError) as exc:
+            self.report.add("bad_line", **self._where(mf, off), error=str(exc))
+            return
+        src = hashlib.blake2b(os.fsencode(rec.source), digest_size=8).digest()
+        self.batch.append(
+            (
+                rec.id,
+                str(rec.status),
+                sha,
+                rec.size,
+                rel,
+                rec.duplicate_of,
+                int.from_bytes(src, "big", signed=True),
+                mf,
+                off,
+                int(late),
+            )
+        )
+        if len(self.batch) >= _BATCH:
+            self._flush_lines()
+
+    def _flush_lines(self) -> None:
+        self.db.executemany("INSERT INTO line VALUES (?,?,?,?,?,?,?,?,?,?,0)", self.batch)
+        self.batch.clear()
+
+    # ------------------------------------------------------------ warehouse
+
+    def _walk(self, pool: concurrent.futures.Executor) -> None:
+        stack = [""]
+        while stack:
+            rel_dir = stack.pop()
+            try:
+                fd = open_beneath(self.root_fd, rel_dir, OPEN_DIR)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                self.report.add("unreadable_file", path=self._wpath(rel_dir), error=str(exc))
+                continue
+            try:
+                with os.scandir(fd) as it:
+                    for e in it:
+                        rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+                        if e.is_dir(follow_symlinks=False):
+                            if rel == TempDir.NAME:
+                                self.db.executemany(
+                                    "INSERT INTO temp VALUES (?)", ((n,) for n in self._temps())
+                                )
+                            else:
+                                stack.append(rel)
+                        elif e.is_file(follow_symlinks=False):
+                            self._file(rel, e, pool)
+                        else:
+                            self.report.add("unexpected_entry", path=self._wpath(rel), type=_type(e))
+            finally:
+                os.close(fd)
+
+    def _file(self, rel: str, e: os.DirEntry[str], pool: concurrent.futures.Executor) -> None:
+        self.report.checked["files"] += 1
+        raw = os.fsencode(rel)
+        rows = self.db.execute(
+            "SELECT rowid, id, sha, size, mf, off FROM line WHERE rel = ?", (raw,)
+        ).fetchall()
+        if not rows:
+            self.db.execute("INSERT OR IGNORE INTO orphan VALUES (?, ?)", (raw, _size(e)))
+            return
+        self.found.extend((r[0],) for r in rows)
+        if len(self.found) >= _BATCH:
+            self._flush_found()
+        self._submit(pool, rel, rows)
+
+    def _flush_found(self) -> None:
+        self.db.executemany("UPDATE line SET found = 1 WHERE rowid = ?", self.found)
+        self.found.clear()
+
+    def _temps(self) -> Iterator[bytes]:
+        try:
+            fd = open_beneath(self.root_fd, TempDir.NAME, OPEN_DIR)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        try:
+            yield from (os.fsencode(n) for n in os.listdir(fd))
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------ hashing
+
+    def _submit(self, pool: concurrent.futures.Executor, rel: str, rows: list[Any]) -> None:
+        sizes = frozenset(r[3] for r in rows)
+        self.pending.append((pool.submit(_hash_one, self.root_fd, rel, sizes), rel, rows))
+        self._drain(_IN_FLIGHT)
+
+    def _drain(self, keep: int) -> None:
+        while len(self.pending) > keep:
+            fut, rel, rows = self.pending.popleft()
+            size, sha, error = fut.result()
+            if error is not None:
+                self.report.add("unreadable_file", path=self._wpath(rel), error=error)
+                continue
+            if sha is not None:
+                self.report.checked["bytes_hashed"] += size
+            for _rowid, rec_id, want, want_size, mf, off in rows:
+                if size != want_size:
+                    self.report.add(
+                        "sha_mismatch",
+                        id=rec_id,
+                        warehouse_path=self._wpath(rel),
+                        size=size,
+                        expected_size=want_size,
+                        **self._where(mf, off),
+                    )
+                elif sha != want.hex():
+                    self.report.add(
+                        "sha_mismatch",
+                        id=rec_id,
+                        warehouse_path=self._wpath(rel),
+                        sha256=sha,
+                        expected_sha256=want.hex(),
+                        **self._where(mf, off),
+                    )
+
+    # ------------------------------------------------------------ ledger
+
+    def _snapshot_ledger(self) -> None:
+        """Copy the ledger's rows in one read transaction: one consistent snapshot."""
+        self.db.execute("BEGIN")
+        self.ledger.execute("BEGIN")
+        try:
+            cur = self.ledger.execute(
+                "SELECT id, state, status, sha256, size, dest_rel, manifest_rel, duplicate_of, owner FROM files"
+            )
+            while rows := cur.fetchmany(_BATCH):
+                self.report.checked["records"] += len(rows)
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO rec VALUES (?,?,?,?,?,?,?,?,?)",
+                    [(r[0], r[1], r[2], _unhex(r[3]), *r[4:]) for r in rows],
+                )
+            # path+content dedup keys hold the path after the hash: same content, other path, is legal
+            self.path_mode = bool(
+                self.ledger.execute("SELECT 1 FROM content WHERE length(key) > 32 LIMIT 1").fetchone()
+            )
+        finally:
+            self.ledger.execute("COMMIT")
+        self.db.execute("COMMIT")
+
+    def _live_state(self, rec_id: str) -> tuple[str, bytes, bytes | None] | None:
+        row = self.ledger.execute(
+            "SELECT state, source_rel, dest_rel FROM files WHERE id = ?", (rec_id,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def _owner_alive(self, owner: str) -> bool:
+        """Does a live process hold ``owners/<owner>.lock``? Read from /proc/locks: never touch the lock."""
+        if self._flocks is None:
+            self._flocks = set()
+            try:
+                text = Path("/proc/locks").read_text()
+            except OSError:
+                text = ""
+            for parts in (ln.split() for ln in text.splitlines()):
+                if len(parts) > 5 and parts[1] == "FLOCK":
+                    major, minor, inode = parts[5].split(":")
+                    self._flocks.add((int(major, 16), int(minor, 16), int(inode)))
+        try:
+            st = os.stat(self.owners_dir / f"{owner}.lock")
+        except OSError:
+            return False
+        return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in self._flocks
+
+    # ------------------------------------------------------------ re-checks
+
+    def _recheck_orphans(self, pool: concurrent.futures.Executor) -> None:
+        named = self.db.execute(
+            "SELECT o.rel, l.rowid, l.id, l.sha, l.size, l.mf, l.off FROM orphan o JOIN line l ON l.rel = o.rel "
+            "ORDER BY o.rel"
+        ).fetchall()  # landed during the audit: a handful
+        for raw, rows in itertools.groupby(named, key=lambda r: bytes(r[0])):
+            self._submit(pool, os.fsdecode(raw), [r[1:] for r in rows])
+
+    def _recheck_temps(self) -> None:
+        for name in self._temps():
+            if self.db.execute("SELECT 1 FROM temp WHERE name = ?", (name,)).fetchone():
+                path = self.prefix + os.fsencode(TempDir.NAME) + b"/" + name
+                self.report.add("leftover_temporary", path=_show(path))
+
+    # ------------------------------------------------------------ cross-checks
+
+    def _each(self, kind: str, sql: str, example: Callable[[Any], dict[str, Any] | None]) -> None:
+        for row in self.db.execute(sql, {"path_mode": self.path_mode}):
+            ex = example(row)
+            if ex is not None:
+                self.report.add(kind, **ex)
+
+    def _cross_checks(self) -> None:
+        w, where = self._wpath, self._where
+        self._each(
+            "missing_file",
+            "SELECT id, rel, mf, off FROM line WHERE rel IS NOT NULL AND late = 0 AND found = 0",
+            lambda r: {"id": r[0], "warehouse_path": w(r[1]), **where(r[2], r[3])},
+        )
+        self._each(
+            "duplicate_id",
+            "SELECT id, count(*), min(mf), min(off) FROM line GROUP BY id HAVING count(*) > 1",
+            lambda r: {"id": r[0], "lines": r[1], **where(r[2], r[3])},
+        )
+        self._each(
+            "shared_path",
+            "SELECT rel, group_concat(DISTINCT id) FROM line WHERE rel IS NOT NULL GROUP BY rel "
+            "HAVING count(DISTINCT id) > 1",
+            lambda r: {"warehouse_path": w(r[0]), "ids": r[1].split(",")[:5]},
+        )
+        self._each(
+            "duplicate_content",
+            "SELECT hex(sha), count(DISTINCT id), group_concat(DISTINCT id) FROM line WHERE status = 'ingested' "
+            "GROUP BY sha, CASE WHEN :path_mode THEN src END HAVING count(DISTINCT id) > 1",
+            lambda r: {"sha256": r[0].lower(), "ingested": r[1], "ids": r[2].split(",")[:5]},
+        )
+        self._each(
+            "duplicate_mismatch",
+            "SELECT d.id, d.dup_of, d.mf, d.off, hex(o.sha) FROM line d "
+            "LEFT JOIN line o ON o.id = d.dup_of AND o.status = 'ingested' "
+            "WHERE d.status = 'duplicate' AND (o.id IS NULL OR o.sha != d.sha)",
+            lambda r: {
+                "id": r[0],
+                "duplicate_of": r[1],
+                **where(r[2], r[3]),
+                "problem": "original has other content" if r[4] else "no ingested line has that id",
+            },
+        )
+        self._each(
+            "orphan_file",
+            "SELECT rel, size FROM orphan o WHERE NOT EXISTS (SELECT 1 FROM line l WHERE l.rel = o.rel)",
+            self._orphan,
+        )
+        self._each(
+            "unfinished_record",
+            "SELECT id, owner FROM rec WHERE state IN ('hashed', 'moved')",
+            self._unfinished,
+        )
+        self._each(
+            "ledger_without_line",
+            "SELECT id, mrel, dest FROM rec r WHERE state = 'manifested' "
+            "AND NOT EXISTS (SELECT 1 FROM line l WHERE l.id = r.id)",
+            lambda r: {
+                "id": r[0],
+                "manifest": _show(os.fsencode(self.manifests / r[1])),
+                "warehouse_path": None if r[2] is None else w(r[2]),
+            },
+        )
+        self._each(
+            "line_without_ledger",
+            "SELECT id, mf, off FROM line l WHERE NOT EXISTS (SELECT 1 FROM rec r WHERE r.id = l.id)",
+            lambda r: None if self._live_state(r[0]) else {"id": r[0], **where(r[1], r[2])},
+        )
+        self._each(
+            "ledger_mismatch",
+            "SELECT l.id, l.mf, l.off, r.state, l.status, r.status, hex(l.sha), hex(r.sha), l.size, r.size, "
+            "l.rel, r.dest, m.rel, r.mrel, l.dup_of, r.dup_of FROM line l JOIN rec r ON r.id = l.id "
+            "JOIN mfile m ON m.idx = l.mf WHERE l.late = 0 AND (r.state NOT IN ('moved', 'manifested') "
+            "OR l.status != r.status OR l.sha IS NOT r.sha OR l.size != r.size OR l.rel IS NOT r.dest "
+            "OR m.rel IS NOT r.mrel OR l.dup_of IS NOT r.dup_of)",
+            self._mismatch,
+        )
+
+    def _orphan(self, r: Any) -> dict[str, Any] | None:
+        try:  # gone since the walk: it was not ours to judge
+            os.stat(os.fsdecode(r[0]), dir_fd=self.root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        return {"warehouse_path": self._wpath(r[0]), "size": r[1]}
+
+    def _unfinished(self, r: Any) -> dict[str, Any] | None:
+        live = self._live_state(r[0])
+        if live is None or live[0] not in ("hashed", "moved"):
+            return None  # finished during the audit
+        state, source, dest = live
+        return {
+            "id": r[0],
+            "state": state,
+            "source_rel": _show(source),
+            "warehouse_path": None if dest is None else self._wpath(dest),
+            "owner": r[1],
+            "owner_alive": self._owner_alive(r[1]),
+        }
+
+    def _mismatch(self, r: Any) -> dict[str, Any]:
+        names = ("status", "sha256", "size", "warehouse_path", "manifest", "duplicate_of")
+        fields = {}
+        for name, (line_value, ledger_value) in zip(names, zip(r[4::2], r[5::2], strict=True), strict=True):
+            if line_value != ledger_value:
+                fields[name] = {"line": _plain(line_value), "ledger": _plain(ledger_value)}
+        if r[3] not in ("moved", "manifested"):
+            fields["state"] = {"line": "written", "ledger": r[3]}
+        return {"id": r[0], **self._where(r[1], r[2]), "fields": fields}
+
+    # ------------------------------------------------------------ display
+
+    def _wpath(self, rel: str | bytes) -> str:
+        return _show(self.prefix + (rel if isinstance(rel, bytes) else os.fsencode(rel))).rstrip("/")
+
+    def _where(self, mf: int, off: int) -> dict[str, Any]:
+        return {"manifest": _show(os.fsencode(self.manifests / self.mnames[mf])), "offset": off}
+
+
+def _hash_one(root_fd: int, rel: str, sizes: frozenset[int]) -> tuple[int, str | None, str | None]:
+    """(size, SHA-256 or None when the size alone differs, error); runs in a hashing thread."""
+    try:
+        fd = open_beneath(root_fd, rel, OPEN_DATA)
+    except OSError as exc:
+        return -1, None, str(exc)
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            return st.st_size, None, "not a regular file"
+        if st.st_size not in sizes:
+            return st.st_size, None, None
+        return st.st_size, hash_fd(fd, st.st_size, name=rel), None
+    except (OSError, IngestError) as exc:
+        return -1, None, str(exc)
+    finally:
+        os.close(fd)
+
+
+def _size(e: os.DirEntry[str]) -> int:
+    try:
+        return e.stat(follow_symlinks=False).st_size
+    except OSError:
+        return -1
+
+
+def _type(e: os.DirEntry[str]) -> str:
+    if e.is_symlink():
+        return "symlink"
+    try:
+        mode = e.stat(follow_symlinks=False).st_mode
+    except OSError:
+        return "unknown"
+    for test, name in (
+        (stat_mod.S_ISFIFO, "fifo"),
+        (stat_mod.S_ISSOCK, "socket"),
+        (stat_mod.S_ISCHR, "char device"),
+        (stat_mod.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return name
+    return "unknown"
+
+
+def _unhex(text: Any) -> bytes | None:
+    try:
+        return bytes.fromhex(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _show(raw: bytes) -> str:
+    """A path for display and JSON: UTF-8, each invalid byte written as ``\\xNN``."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return _show(value)
+    return value.lower() if isinstance(value, str) and len(value) == 64 else value
+
+
+# ------------------------------------------------------------ rendering
+
+
+def render_json(report: Report) -> str:
+    """Exactly one JSON object: ok, counts, problems (kind → examples), checked."""
+    doc = {"ok": report.ok, "counts": report.counts, "problems": report.problems, "checked": report.checked}
+    return orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE).decode()
+
+
+def render_text(report: Report) -> str:
+    """One line per kind found (count, meaning), its examples, then one OK / FAILED line."""
+    out = []
+    for kind, n in report.counts.items():
+        if not n:
+            continue
+        out.append(f"{kind}: {n}  ({KINDS[kind]})")
+        for ex in report.problems[kind]:
+            out.append("  " + " ".join(f"{k}={_text(v)}" for k, v in ex.items()))
+        if n > len(report.problems[kind]):
+            out.append(f"  ... and {n - len(report.problems[kind])} more")
+    c = report.checked
+    totals = f"{c['lines']} lines, {c['files']} files, {c['records']} records"
+    tail = f"({c['bytes_hashed']} bytes hashed in {c['seconds']} s)"
+    if report.ok:
+        out.append(f"OK: {totals} verified {tail}")
+    else:
+        found = sum(report.counts.values())
+        kinds = sum(1 for n in report.counts.values() if n)
+        out.append(f"FAILED: {found} problems of {kinds} kinds in {totals} {tail}")
+    return "\n".join(out) + "\n"
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str) and value and not any(ch in value for ch in ' "\\\n\t'):
+        return value
+    return orjson.dumps(value).decode()

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import fcntl
 import os
 import signal
@@ -44,7 +43,7 @@ from ingestor.fsops import TempDir
 from ingestor.ledger import Ledger, PlanPolicy
 from ingestor.manifest import ManifestWriter
 from ingestor.metrics import Metrics
-from ingestor.ready import Readiness
+from ingestor.ready import Readiness, wait_event
 from ingestor.records import Candidate, Record
 from ingestor.settings import Settings, WatcherKind
 from ingestor.watch import InotifyWatcher, WatchdogWatcher
@@ -60,6 +59,18 @@ class RunStats:
     duplicates: int = 0
     failed: int = 0
     not_ready: int = 0
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel and await tasks; cancel again any that swallowed a cancellation."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+    for t in tasks:
+        if not t.cancelled():
+            t.exception()  # retrieved: its crash was logged by _task_done
 
 
 class Daemon:
@@ -271,9 +282,7 @@ class Daemon:
         finally:
             if self.watcher is not None:
                 self.watcher.close()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel_all(tasks)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             if server is not None:
@@ -340,20 +349,15 @@ class Daemon:
             if r.idle() and not self._batches and (not self._retry or self._retry_attempts >= 3):
                 return
             r.progress.clear()
-            try:
-                # progress is set after every judging round and every batch
-                await asyncio.wait_for(r.progress.wait(), 1.0)
-            except TimeoutError:
-                continue
+            # progress is set after every judging round and every batch
+            await wait_event(r.progress, 1.0)
 
     # ------------------------------------------------------------ scanning
 
     async def _scanner(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self._scan_request is not None
         while True:
-            try:
-                await asyncio.wait_for(self._scan_request.wait(), self.s.scan_interval)
-            except TimeoutError:
+            if not await wait_event(self._scan_request, self.s.scan_interval):
                 self._scan_targets.add("")
             await self._scan_once(loop)
 
@@ -408,9 +412,11 @@ class Daemon:
             if not r.ready:
                 waiter = asyncio.ensure_future(r.ready_event.wait())
                 stopper = asyncio.ensure_future(self._stopping.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
+                try:
+                    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                    stopper.cancel()
                 continue
             batch = r.take(self.s.batch_size, MAX_BATCH_BYTES)
             if not batch:
@@ -493,8 +499,7 @@ class Daemon:
             wait = None if not self._retry else self._retry_due - time.monotonic()
             if wait is None or wait > 0:
                 self._retry_wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._retry_wake.wait(), wait)
+                await wait_event(self._retry_wake, wait)
                 continue
             records, self._retry = self._retry, []
             self._retry_attempts += 1

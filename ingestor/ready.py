@@ -29,7 +29,6 @@ followed, FIFOs and devices never opened).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import os
 import stat as stat_mod
@@ -294,8 +293,7 @@ class Readiness:
                 self.progress.set()
                 continue
             timeout = self._heap[0][0] - now if self._heap else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_event(self._wake, timeout)
 
     def _orphan(self, rel: str, p: Pending) -> tuple[Verdict, float, str | None]:
         """A sidecar with no data file: report it once it has waited a window, never ingest it."""
@@ -333,6 +331,21 @@ class Readiness:
             self.busy.discard(rel)
         self._wake.set()
         self.progress.set()
+
+
+async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
+    """Wait for ``event`` at most ``timeout`` seconds; True if it was set.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a ``cancel()`` that
+    arrives as the inner wait completes, and a loop that lost its cancellation
+    runs on and hangs shutdown. ``asyncio.timeout`` does not.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+        return True
+    except TimeoutError:
+        return False
 
 
 def settle_key(st: os.stat_result) -> tuple[int, int, int, int]:

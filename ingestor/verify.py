@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
 import hashlib
 import itertools
 import os
@@ -103,9 +104,13 @@ class Report:
     )
 
     def add(self, kind: str, **example: Any) -> None:
+        self.count(kind, lambda: example)
+
+    def count(self, kind: str, example: Callable[[], dict[str, Any]]) -> None:
+        """Count one problem; build its example only while there is room for it."""
         self.counts[kind] += 1
         if len(self.problems[kind]) < MAX_EXAMPLES:
-            self.problems[kind].append(example)
+            self.problems[kind].append(example())
 
     @property
     def ok(self) -> bool:
@@ -271,21 +276,11 @@ class _Audit:
         except (ManifestError, ValueError) as exc:
             self.report.add("bad_line", **self._where(mf, off), error=str(exc))
             return
-        src = hashlib.blake2b(os.fsencode(rec.source), digest_size=8).digest()
-        self.batch.append(
-            (
-                rec.id,
-                str(rec.status),
-                sha,
-                rec.size,
-                rel,
-                rec.duplicate_of,
-                int.from_bytes(src, "big", signed=True),
-                mf,
-                off,
-                int(late),
-            )
+        # path+content dedup tells contents apart by source path: 8 bytes of its hash are enough
+        src = int.from_bytes(
+            hashlib.blake2b(os.fsencode(rec.source), digest_size=8).digest(), "big", signed=True
         )
+        self.batch.append((rec.id, str(rec.status), sha, rec.size, rel, rec.duplicate_of, src, mf, off, late))
         if len(self.batch) >= _BATCH:
             self._flush_lines()
 
@@ -370,23 +365,14 @@ class _Audit:
                 self.report.checked["bytes_hashed"] += size
             for _rowid, rec_id, want, want_size, mf, off in rows:
                 if size != want_size:
-                    self.report.add(
-                        "sha_mismatch",
-                        id=rec_id,
-                        warehouse_path=self._wpath(rel),
-                        size=size,
-                        expected_size=want_size,
-                        **self._where(mf, off),
-                    )
+                    got = {"size": size, "expected_size": want_size}
                 elif sha != want.hex():
-                    self.report.add(
-                        "sha_mismatch",
-                        id=rec_id,
-                        warehouse_path=self._wpath(rel),
-                        sha256=sha,
-                        expected_sha256=want.hex(),
-                        **self._where(mf, off),
-                    )
+                    got = {"sha256": sha, "expected_sha256": want.hex()}
+                else:
+                    continue
+                self.report.add(
+                    "sha_mismatch", id=rec_id, warehouse_path=self._wpath(rel), **got, **self._where(mf, off)
+                )
 
     # ------------------------------------------------------------ ledger
 
@@ -412,7 +398,7 @@ class _Audit:
             self.ledger.execute("COMMIT")
         self.db.execute("COMMIT")
 
-    def _live_state(self, rec_id: str) -> tuple[str, bytes, bytes | None] | None:
+    def _live(self, rec_id: str) -> tuple[str, bytes, bytes | None] | None:
         row = self.ledger.execute(
             "SELECT state, source_rel, dest_rel FROM files WHERE id = ?", (rec_id,)
         ).fetchone()
@@ -427,9 +413,9 @@ class _Audit:
             except OSError:
                 text = ""
             for parts in (ln.split() for ln in text.splitlines()):
-                if len(parts) > 5 and parts[1] == "FLOCK":
-                    major, minor, inode = parts[5].split(":")
-                    self._flocks.add((int(major, 16), int(minor, 16), int(inode)))
+                dev = parts[5].split(":") if len(parts) > 5 and parts[1] == "FLOCK" else []
+                if len(dev) == 3:  # "MAJ:MIN:INODE", the device numbers in hex
+                    self._flocks.add((int(dev[0], 16), int(dev[1], 16), int(dev[2])))
         try:
             st = os.stat(self.owners_dir / f"{owner}.lock")
         except OSError:
@@ -439,10 +425,11 @@ class _Audit:
     # ------------------------------------------------------------ re-checks
 
     def _recheck_orphans(self, pool: concurrent.futures.Executor) -> None:
+        """Files a late line names landed during the audit: check them against that line."""
         named = self.db.execute(
             "SELECT o.rel, l.rowid, l.id, l.sha, l.size, l.mf, l.off FROM orphan o JOIN line l ON l.rel = o.rel "
             "ORDER BY o.rel"
-        ).fetchall()  # landed during the audit: a handful
+        )  # only the results are written meanwhile, never the scratch db
         for raw, rows in itertools.groupby(named, key=lambda r: bytes(r[0])):
             self._submit(pool, os.fsdecode(raw), [r[1:] for r in rows])
 
@@ -454,11 +441,20 @@ class _Audit:
 
     # ------------------------------------------------------------ cross-checks
 
-    def _each(self, kind: str, sql: str, example: Callable[[Any], dict[str, Any] | None]) -> None:
-        for row in self.db.execute(sql, {"path_mode": self.path_mode}):
-            ex = example(row)
-            if ex is not None:
-                self.report.add(kind, **ex)
+    def _each(
+        self,
+        kind: str,
+        sql: str,
+        example: Callable[[Any], dict[str, Any]],
+        keep: Callable[[Any], bool] | None = None,
+    ) -> None:
+        """Count each row of ``sql`` that ``keep`` (the re-check against the live state) confirms."""
+        for row in self.db.execute(sql):
+            if keep is None or keep(row):
+                self.report.count(kind, functools.partial(example, row))
+
+    def _ids(self, sql: str, *params: Any) -> list[str]:
+        return [r[0] for r in self.db.execute(f"SELECT DISTINCT id FROM line WHERE {sql} LIMIT 5", params)]
 
     def _cross_checks(self) -> None:
         w, where = self._wpath, self._where
@@ -468,25 +464,30 @@ class _Audit:
             lambda r: {"id": r[0], "warehouse_path": w(r[1]), **where(r[2], r[3])},
         )
         self._each(
-            "duplicate_id",
-            "SELECT id, count(*), min(mf), min(off) FROM line GROUP BY id HAVING count(*) > 1",
+            "duplicate_id",  # the bare mf, off come from the min(rowid) row: the first line
+            "SELECT id, count(*), mf, off, min(rowid) FROM line GROUP BY id HAVING count(*) > 1",
             lambda r: {"id": r[0], "lines": r[1], **where(r[2], r[3])},
         )
         self._each(
             "shared_path",
-            "SELECT rel, group_concat(DISTINCT id) FROM line WHERE rel IS NOT NULL GROUP BY rel "
-            "HAVING count(DISTINCT id) > 1",
-            lambda r: {"warehouse_path": w(r[0]), "ids": r[1].split(",")[:5]},
+            "SELECT rel FROM line WHERE rel IS NOT NULL GROUP BY rel HAVING count(DISTINCT id) > 1",
+            lambda r: {"warehouse_path": w(r[0]), "ids": self._ids("rel = ?", r[0])},
         )
         self._each(
             "duplicate_content",
-            "SELECT hex(sha), count(DISTINCT id), group_concat(DISTINCT id) FROM line WHERE status = 'ingested' "
-            "GROUP BY sha, CASE WHEN :path_mode THEN src END HAVING count(DISTINCT id) > 1",
-            lambda r: {"sha256": r[0].lower(), "ingested": r[1], "ids": r[2].split(",")[:5]},
+            "SELECT sha, src, count(DISTINCT id) FROM line WHERE status = 'ingested' "
+            f"GROUP BY {'sha, src' if self.path_mode else 'sha'} HAVING count(DISTINCT id) > 1",
+            lambda r: {
+                "sha256": r[0].hex(),
+                "ingested": r[2],
+                "ids": self._ids(
+                    "sha = ? AND status = 'ingested' AND (src = ? OR NOT ?)", r[0], r[1], self.path_mode
+                ),
+            },
         )
         self._each(
             "duplicate_mismatch",
-            "SELECT d.id, d.dup_of, d.mf, d.off, hex(o.sha) FROM line d "
+            "SELECT d.id, d.dup_of, d.mf, d.off, o.id FROM line d "
             "LEFT JOIN line o ON o.id = d.dup_of AND o.status = 'ingested' "
             "WHERE d.status = 'duplicate' AND (o.id IS NULL OR o.sha != d.sha)",
             lambda r: {
@@ -499,12 +500,14 @@ class _Audit:
         self._each(
             "orphan_file",
             "SELECT rel, size FROM orphan o WHERE NOT EXISTS (SELECT 1 FROM line l WHERE l.rel = o.rel)",
-            self._orphan,
+            lambda r: {"warehouse_path": w(r[0]), "size": r[1]},
+            keep=self._still_there,
         )
         self._each(
             "unfinished_record",
             "SELECT id, owner FROM rec WHERE state IN ('hashed', 'moved')",
             self._unfinished,
+            keep=lambda r: (live := self._live(r[0])) is not None and live[0] in ("hashed", "moved"),
         )
         self._each(
             "ledger_without_line",
@@ -519,30 +522,28 @@ class _Audit:
         self._each(
             "line_without_ledger",
             "SELECT id, mf, off FROM line l WHERE NOT EXISTS (SELECT 1 FROM rec r WHERE r.id = l.id)",
-            lambda r: None if self._live_state(r[0]) else {"id": r[0], **where(r[1], r[2])},
+            lambda r: {"id": r[0], **where(r[1], r[2])},
+            keep=lambda r: self._live(r[0]) is None,  # a late line's record is newer than the snapshot
         )
         self._each(
             "ledger_mismatch",
-            "SELECT l.id, l.mf, l.off, r.state, l.status, r.status, hex(l.sha), hex(r.sha), l.size, r.size, "
-            "l.rel, r.dest, m.rel, r.mrel, l.dup_of, r.dup_of FROM line l JOIN rec r ON r.id = l.id "
+            "SELECT l.id, l.mf, l.off, r.state, l.status, r.status, lower(hex(l.sha)), lower(hex(r.sha)), "
+            "l.size, r.size, l.rel, r.dest, m.rel, r.mrel, l.dup_of, r.dup_of FROM line l JOIN rec r ON r.id = l.id "
             "JOIN mfile m ON m.idx = l.mf WHERE l.late = 0 AND (r.state NOT IN ('moved', 'manifested') "
             "OR l.status != r.status OR l.sha IS NOT r.sha OR l.size != r.size OR l.rel IS NOT r.dest "
             "OR m.rel IS NOT r.mrel OR l.dup_of IS NOT r.dup_of)",
             self._mismatch,
         )
 
-    def _orphan(self, r: Any) -> dict[str, Any] | None:
-        try:  # gone since the walk: it was not ours to judge
+    def _still_there(self, r: Any) -> bool:
+        try:
             os.stat(os.fsdecode(r[0]), dir_fd=self.root_fd, follow_symlinks=False)
+            return True
         except FileNotFoundError:
-            return None
-        return {"warehouse_path": self._wpath(r[0]), "size": r[1]}
+            return False  # gone since the walk
 
-    def _unfinished(self, r: Any) -> dict[str, Any] | None:
-        live = self._live_state(r[0])
-        if live is None or live[0] not in ("hashed", "moved"):
-            return None  # finished during the audit
-        state, source, dest = live
+    def _unfinished(self, r: Any) -> dict[str, Any]:
+        state, source, dest = self._live(r[0]) or ("gone", b"", None)
         return {
             "id": r[0],
             "state": state,
@@ -554,10 +555,11 @@ class _Audit:
 
     def _mismatch(self, r: Any) -> dict[str, Any]:
         names = ("status", "sha256", "size", "warehouse_path", "manifest", "duplicate_of")
-        fields = {}
-        for name, (line_value, ledger_value) in zip(names, zip(r[4::2], r[5::2], strict=True), strict=True):
-            if line_value != ledger_value:
-                fields[name] = {"line": _plain(line_value), "ledger": _plain(ledger_value)}
+        fields = {
+            name: {"line": _plain(a), "ledger": _plain(b)}
+            for name, a, b in zip(names, r[4::2], r[5::2], strict=True)
+            if a != b
+        }
         if r[3] not in ("moved", "manifested"):
             fields["state"] = {"line": "written", "ledger": r[3]}
         return {"id": r[0], **self._where(r[1], r[2]), "fields": fields}
@@ -597,22 +599,20 @@ def _size(e: os.DirEntry[str]) -> int:
         return -1
 
 
+_TYPES = {
+    stat_mod.S_IFLNK: "symlink",
+    stat_mod.S_IFIFO: "fifo",
+    stat_mod.S_IFSOCK: "socket",
+    stat_mod.S_IFCHR: "char device",
+    stat_mod.S_IFBLK: "block device",
+}
+
+
 def _type(e: os.DirEntry[str]) -> str:
-    if e.is_symlink():
-        return "symlink"
     try:
-        mode = e.stat(follow_symlinks=False).st_mode
+        return _TYPES.get(stat_mod.S_IFMT(e.stat(follow_symlinks=False).st_mode), "unknown")
     except OSError:
         return "unknown"
-    for test, name in (
-        (stat_mod.S_ISFIFO, "fifo"),
-        (stat_mod.S_ISSOCK, "socket"),
-        (stat_mod.S_ISCHR, "char device"),
-        (stat_mod.S_ISBLK, "block device"),
-    ):
-        if test(mode):
-            return name
-    return "unknown"
 
 
 def _unhex(text: Any) -> bytes | None:
@@ -628,9 +628,7 @@ def _show(raw: bytes) -> str:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return _show(value)
-    return value.lower() if isinstance(value, str) and len(value) == 64 else value
+    return _show(value) if isinstance(value, bytes) else value
 
 
 # ------------------------------------------------------------ rendering

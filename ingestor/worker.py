@@ -53,7 +53,7 @@ class Outcome:
     bad: list[tuple[Candidate, BadInput]] = field(default_factory=list)
     # rel → (inode, size, mtime, ctime): bad input and dry-run reports, not to look at again
     settle: list[tuple[str, tuple[int, int, int, int]]] = field(default_factory=list)
-    failed: list[tuple[Candidate, Retryable]] = field(default_factory=list)  # before planning
+    failed: list[tuple[Candidate, IngestError]] = field(default_factory=list)  # before planning
     unfinished: list[Record] = field(default_factory=list)  # planned; a later step failed
     error: IngestError | None = None  # why `unfinished` is not empty
     stopped: list[Candidate] = field(default_factory=list)  # not started: shutting down

@@ -2,16 +2,26 @@
 
     .venv/bin/python bench/bench_sampler.py            # 2 MB vs 2 GB (a few minutes)
     .venv/bin/python bench/bench_sampler.py --quick    # 2 MB vs 64 MB (seconds, for CI)
+    .venv/bin/python bench/bench_sampler.py --hostile  # bombs, a 1 GB line, deep JSON
 
 For each format (CSV, CSV gzip, Parquet with 128 MiB row groups, Parquet
 with ONE row group the size of the file) it writes a small and a large file
 in a temporary directory (``--dir``, default the system temp dir; removed
 afterwards), then samples each one in a fresh child process with the real
-sampler code (``sampler.sample.Sampler`` on a manifest record, defaults:
-100 rows, 64 MiB cap) and reports the sampling time (median of ``--repeat``
-runs) and the child's peak RSS (``VmHWM``), next to its RSS right before
-sampling (interpreter + imports). Files are read warm from the page cache,
-as they are just written; the sampler reads only a few MiB of each anyway.
+sampler code (``sampler.sample.Sampler`` on a manifest record; defaults:
+100 rows, 64 MiB cap) and reports:
+
+- the sampling time, median of ``--repeat`` runs, writing and fsyncing the
+  sample and its sidecar included. Samples go to ``--samples-dir``
+  (/dev/shm by default): on disk, two fsyncs of a few ms each would drown
+  the read cost in their noise;
+- the bytes the child read meanwhile (``rchar`` of /proc/self/io: input,
+  sidecar and all), the figure that shows the cost does not grow;
+- the child's peak RSS (``VmHWM``), next to its RSS just before sampling
+  (interpreter and imports, pyarrow included).
+
+Input files are warm in the page cache (just written, then synced so no
+writeback competes with the measurement).
 
 The gzip file is one gzip member of CSV text with random fields (ratio ~2),
 compressed at level 1, so "2 GB" is its compressed size.
@@ -90,6 +100,41 @@ def make_parquet(path: Path, size: int, single_row_group: bool) -> None:
                 w.write_table(chunk, row_group_size=rows_per_group)
 
 
+def make_long_line(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        f.truncate(size)  # sparse: one line of NULs, no newline
+
+
+def make_gzip_bomb(path: Path, size: int) -> None:
+    comp = zlib.compressobj(6, zlib.DEFLATED, 31)
+    block = b"\0" * (1 << 20)
+    with open(path, "wb") as f:
+        for _ in range(size // len(block)):
+            f.write(comp.compress(block))
+        f.write(comp.flush())
+
+
+def make_json_string(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        f.write(b'["')
+        block = b"a" * (1 << 20)
+        for _ in range(size // len(block)):
+            f.write(block)
+        f.write(b'"]')
+
+
+def make_deep_json(path: Path, size: int) -> None:
+    path.write_bytes(b"[" * size)
+
+
+# Hostile inputs: each must end as an error .meta.json, within the memory bound.
+HOSTILE = {
+    "1 GB single line (.jsonl, sparse)": ("line.jsonl", make_long_line, 1000 * MB),
+    "gzip bomb, 1 GiB of zeros (.gz)": ("bomb.gz", make_gzip_bomb, 1 << 30),
+    "JSON string of 256 MiB (.json)": ("string.json", make_json_string, 256 << 20),
+    "JSON nested 1M deep (.json)": ("deep.json", make_deep_json, 1_000_000),
+}
+
 CASES = {
     "csv": ("data.csv", make_csv),
     "csv.gz": ("data.csv.gz", make_gzip),
@@ -98,15 +143,19 @@ CASES = {
 }
 
 
-def _vm(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _proc(path: str, field: str) -> int:
+    for line in Path(path).read_text().splitlines():
         if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            return int(line.split()[1])
+    raise KeyError(field)
 
 
-def child(path: str, repeat: int) -> None:
-    """Sample ``path`` in this process; print seconds per run and memory as JSON."""
+def _rss_mb(field: str) -> float:
+    return _proc("/proc/self/status", field) / 1024  # kB
+
+
+def child(path: str, repeat: int, samples_root: str | None, expect: str) -> None:
+    """Sample ``path`` in this process; print per-run seconds, bytes read and memory as JSON."""
     import pyarrow.parquet  # noqa: F401 - imported before the baseline, as a sampler would have it
     import structlog
 
@@ -115,9 +164,7 @@ def child(path: str, repeat: int) -> None:
     from sampler.sample import Event, Sampler
 
     file = Path(path)
-    warehouse = file.parent / "warehouse"
-    samples = file.parent / f"samples-{os.getpid()}"
-    samples.mkdir()
+    samples = Path(samples_root or file.parent) / f"samples-{os.getpid()}"
     wh, wh_b64 = encode_path(str(file))
     rec = ManifestRecord(
         id="bench", status="ingested", action="landed", source_path=wh, source_path_b64=wh_b64,  # type: ignore[arg-type]
@@ -125,57 +172,68 @@ def child(path: str, repeat: int) -> None:
         mtime="", device=0, inode=0, ingested_at="", duplicate_of=None, ingestor_version="bench",
     )  # fmt: skip
     log = structlog.wrap_logger(None, processors=[structlog.testing.LogCapture()])
-    base = _vm("VmRSS")
-    times = []
+    base = _rss_mb("VmRSS")
+    times: list[float] = []
+    reads: list[int] = []
+    rows = 0
     for _ in range(repeat):
-        # sample a fresh samples dir each run: a current sample would be skipped
-        shutil.rmtree(samples)
-        samples.mkdir()
+        samples.mkdir()  # a fresh samples dir each run: a current sample would be skipped
         sampler = Sampler(file.parent, samples, Limits(), log=log)
+        r0 = _proc("/proc/self/io", "rchar")
         t0 = time.perf_counter()
         out = sampler.sample(rec)
         times.append(time.perf_counter() - t0)
+        reads.append(_proc("/proc/self/io", "rchar") - r0)
         sampler.close()
-        assert out.event is Event.WRITTEN, out
-    shutil.rmtree(samples)
-    del warehouse
-    print(
-        json.dumps({"seconds": times, "base_mb": base, "peak_mb": _vm("VmHWM"), "rows": out.rows})
-    )
+        shutil.rmtree(samples)
+        assert out.event is Event(expect), out
+        rows = out.rows
+    result = {"seconds": statistics.median(times), "read_mb": statistics.median(reads) / MB}
+    print(json.dumps({**result, "base_mb": base, "peak_mb": _rss_mb("VmHWM"), "rows": rows}))
 
 
-def measure(path: Path, repeat: int) -> dict[str, float]:
+def measure(
+    path: Path, repeat: int, samples_root: str | None, expect: str = "sample_written"
+) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--child", str(path), "--repeat", str(repeat)]
+    cmd += ["--expect", expect]
+    if samples_root:
+        cmd += ["--samples-dir", samples_root]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True)
-    data = json.loads(res.stdout.strip().splitlines()[-1])
-    return {
-        "seconds": statistics.median(data["seconds"]),
-        "base_mb": data["base_mb"],
-        "peak_mb": data["peak_mb"],
-        "rows": data["rows"],
-    }
+    data: dict[str, float] = json.loads(res.stdout.strip().splitlines()[-1])
+    return data
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 MB vs 64 MB instead of 2 GB")
     ap.add_argument("--dir", default=None, help="where to write the files (default: temp dir)")
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=9)
+    ap.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    ap.add_argument(
+        "--samples-dir",
+        default="/dev/shm" if os.path.isdir("/dev/shm") else None,
+        help="where samples go (default /dev/shm: no disk fsync latency in the timing)",
+    )
+    ap.add_argument("--hostile", action="store_true", help="measure the hostile inputs instead")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--expect", default="sample_written", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.repeat)
+        child(args.child, args.repeat, args.samples_dir, args.expect)
         return 0
+    if args.hostile:
+        return hostile(args)
     small, large = 2 * MB, (64 * MB if args.quick else 2000 * MB)
     work = Path(tempfile.mkdtemp(prefix="bench-sampler-", dir=args.dir))
-    print(f"# {platform.node()} {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cpu, python {platform.python_version()}, dir {work}")  # fmt: skip
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; command: {' '.join(sys.argv)}")
-    header = "| format | file | size | sample time | peak RSS | RSS before | rows |"
-    print(header)
-    print("|---|---|---|---|---|---|---|")
-    worst_ratio = 0.0
-    worst_peak = 0.0
+    print(f"# {platform.node()} {platform.machine()}, {os.cpu_count()} cpu, "
+          f"python {platform.python_version()}, files in {work}")  # fmt: skip
+    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; command: {' '.join(sys.argv)}; "
+          f"samples in {args.samples_dir or 'the files directory'}")  # fmt: skip
+    print("| format | file | size | sample time | bytes read | peak RSS | RSS before | rows |")
+    print("|---|---|---|---|---|---|---|---|")
+    rows: list[dict[str, object]] = []
+    worst_ratio = worst_peak = 0.0
     try:
         for label, (name, make) in CASES.items():
             results = []
@@ -186,22 +244,50 @@ def main() -> int:
                 t0 = time.perf_counter()
                 make(path, size)
                 gen = time.perf_counter() - t0
-                r = measure(path, args.repeat)
+                os.sync()  # no writeback of the new file competing with the measurement
+                r = measure(path, args.repeat, args.samples_dir)
                 results.append(r)
+                rows.append({"format": label, "file": tag, "size": path.stat().st_size, **r})
                 worst_peak = max(worst_peak, r["peak_mb"])
                 print(f"| {label} | {tag} | {path.stat().st_size / MB:,.1f} MB | "
-                      f"{r['seconds'] * 1000:.1f} ms | {r['peak_mb']:.0f} MB | "
-                      f"{r['base_mb']:.0f} MB | {r['rows']} |", flush=True)  # fmt: skip
-                print(f"<!-- generated in {gen:.1f} s -->", flush=True)
-                path.unlink()
+                      f"{r['seconds'] * 1000:.1f} ms | {r['read_mb']:.2f} MB | "
+                      f"{r['peak_mb']:.0f} MB | {r['base_mb']:.0f} MB | {r['rows']:.0f} |"
+                      f" <!-- written in {gen:.1f} s -->", flush=True)  # fmt: skip
+                shutil.rmtree(d)
             ratio = results[1]["seconds"] / results[0]["seconds"]
+            reads = results[1]["read_mb"] / max(results[0]["read_mb"], 1e-9)
             worst_ratio = max(worst_ratio, ratio)
-            print(f"| {label} | large/small | | x{ratio:.2f} | | | |", flush=True)
+            print(f"| {label} | large/small | | x{ratio:.2f} | x{reads:.2f} | | | |", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(
-        f"\nworst time ratio large/small: x{worst_ratio:.2f}; worst peak RSS: {worst_peak:.0f} MB"
-    )
+    print(f"\nworst time ratio large/small x{worst_ratio:.2f}; worst peak RSS {worst_peak:.0f} MB")
+    if args.json:
+        print(json.dumps(rows))
+    return 0 if worst_peak < 200 else 1
+
+
+def hostile(args: argparse.Namespace) -> int:
+    work = Path(tempfile.mkdtemp(prefix="bench-sampler-", dir=args.dir))
+    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; command: {' '.join(sys.argv)}")
+    print("| hostile input | file size | time to the error | bytes read | peak RSS | RSS before |")
+    print("|---|---|---|---|---|---|")
+    worst_peak = 0.0
+    try:
+        for label, (name, make, size) in HOSTILE.items():
+            d = work / name
+            d.mkdir()
+            path = d / name
+            make(path, size)
+            os.sync()
+            r = measure(path, args.repeat, args.samples_dir, expect="sample_error")
+            worst_peak = max(worst_peak, r["peak_mb"])
+            print(f"| {label} | {path.stat().st_size / MB:,.1f} MB | {r['seconds'] * 1000:.0f} ms | "
+                  f"{r['read_mb']:.1f} MB | {r['peak_mb']:.0f} MB | {r['base_mb']:.0f} MB |",
+                  flush=True)  # fmt: skip
+            shutil.rmtree(d)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nworst peak RSS {worst_peak:.0f} MB")
     return 0 if worst_peak < 200 else 1
 
 

@@ -20,9 +20,10 @@ leaves it current. ``Sampler.sync`` fsyncs the directories written since the
 last call: the run loop calls it before saving the checkpoint, so the
 checkpoint never passes a sample whose directory entry is not durable.
 
-Errors on the samples side (disk full, permissions) are not the source's
-fault and are raised as ``OSError``: the run loop stops without passing the
-record, and systemd restarts the sampler to retry it.
+Errors on the samples side (disk full, permissions), and a warehouse root
+that cannot be opened (unmounted), are not the file's fault and are raised
+as ``OSError``: the run loop stops without passing the record, and systemd
+restarts the sampler to retry it.
 """
 
 from __future__ import annotations
@@ -130,14 +131,20 @@ class Sampler:
                 os.close(fd)
 
     def _warehouse_root(self) -> int:
+        """The warehouse root's fd. Unusable root: ``OSError``, fatal, not the file's fault.
+
+        A per-file error would be recorded and never retried; an unmounted or
+        misconfigured warehouse must stop the sampler instead, so systemd
+        retries once it is back.
+        """
         if self._warehouse_fd is None:
             try:
                 self._warehouse_fd = os.open(
                     self.warehouse, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
                 )
             except OSError as exc:
-                raise SampleError(
-                    ErrorKind.MISSING, f"warehouse root {self.warehouse} unusable: {exc.strerror}"
+                raise OSError(
+                    exc.errno, f"warehouse root {self.warehouse} unusable: {exc.strerror}"
                 ) from exc
         return self._warehouse_fd
 
@@ -308,7 +315,7 @@ class Sampler:
         """A type guess for an error document, when the file can still be opened."""
         try:
             fd, st = open_source(self._warehouse_root(), warehouse_parts(rec.warehouse, self.roots))
-        except (SampleError, PathRejected):
+        except (SampleError, PathRejected, OSError):
             return None
         try:
             f = BoundedFile(fd, st.st_size, Budget(self.limits))

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import functools
+import gzip
 import hashlib
+import io
 import itertools
 import json
 import os
 import subprocess
 import sys
 import time
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from ingestor.manifest import ManifestRecord, encode_path, manifest_rel_for, rfc3339
 from ingestor.records import Action, Status
+from sampler.limits import ErrorKind
 
 _ids = itertools.count()
 
@@ -129,3 +138,33 @@ def events(stderr: bytes) -> list[dict[str, Any]]:
 
 def named(evs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [e for e in evs if e.get("event") == name]
+
+
+def parquet_bytes() -> bytes:
+    table = pa.table({"a": list(range(10))}).replace_schema_metadata({b"k": b"v"})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+@functools.cache
+def hostile_files() -> dict[str, tuple[bytes, ErrorKind]]:
+    """The issue's hostile inputs (bar the 1 GB line and the missing file): name -> (bytes, kind)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z, z.open("zeros.csv", "w") as m:
+        for _ in range(200):  # 200 MiB of zeros in ~200 KB
+            m.write(b"\0" * (1 << 20))
+    bomb_zip = buf.getvalue()
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb_gz = b"".join([*(c.compress(b"\0" * (1 << 20)) for _ in range(200)), c.flush()])
+    corrupt = bytearray(parquet_bytes())
+    n = int.from_bytes(corrupt[-8:-4], "little")
+    corrupt[-8 - n : -8] = b"\xff" * n
+    truncated = gzip.compress(os.urandom(100_000).hex().encode())[:5000]
+    return {
+        "bomb.zip": (bomb_zip, ErrorKind.HOSTILE),
+        "bomb.log.gz": (bomb_gz, ErrorKind.TOO_LARGE),
+        "deep.json": (b"[" * 1_000_000, ErrorKind.HOSTILE),
+        "corrupt.parquet": (bytes(corrupt), ErrorKind.MALFORMED),
+        "truncated.csv.gz": (truncated, ErrorKind.MALFORMED),
+    }

@@ -15,7 +15,15 @@ import pytest
 
 from ingestor.manifest import ManifestRecord
 from ingestor.records import Status
-from tests.sampler_helpers import Layout, append_lines, current_rel, events, named, record
+from tests.sampler_helpers import (
+    Layout,
+    append_lines,
+    current_rel,
+    events,
+    hostile_files,
+    named,
+    record,
+)
 from tests.waiting import wait_for
 
 
@@ -60,6 +68,43 @@ def test_once_samples_what_is_there_and_resumes(lay: Layout) -> None:
     append_lines(lay.manifests, rel, torn_line[20:])  # the writer completes the line
     third = lay.run_once()
     assert [e["id"] for e in named(events(third.stderr), "sample_written")] == [torn.id]
+
+
+def test_hostile_files_never_stop_the_sampler(lay: Layout) -> None:
+    rel = current_rel()
+    bad = {name: lay.land(f"h/{name}", data, rel) for name, (data, _) in hostile_files().items()}
+    huge = lay.warehouse / "h" / "one-line.jsonl"
+    with open(huge, "wb") as f:
+        f.truncate(1 << 30)  # sparse: a single 1 GiB line
+    bad["one-line.jsonl"] = record(huge, sha256="1" * 64)
+    bad["missing.csv"] = record(lay.warehouse / "h" / "missing.csv", sha256="2" * 64, size=5)
+    append_lines(lay.manifests, rel, bad["one-line.jsonl"].to_json(), bad["missing.csv"].to_json())
+    good = lay.land("h/good.csv", b"h\n1\n", rel)
+    result = lay.run_once("--max-bytes", "16MiB")
+    assert result.returncode == 0, result.stderr
+    evs = events(result.stderr)
+    errors = {e["id"]: e for e in named(evs, "sample_error")}
+    assert set(errors) == {r.id for r in bad.values()}
+    for name, rec in bad.items():
+        err = errors[rec.id]
+        assert err["level"] == "error" and err["error_kind"] and err["error"] and err["sha256"]
+        meta = json.loads((lay.samples / err["sample"]).read_bytes())
+        assert meta["error"]["kind"] == err["error_kind"], name
+    expected = {name: str(kind) for name, (_, kind) in hostile_files().items()}
+    expected |= {"one-line.jsonl": "too_large", "missing.csv": "missing"}
+    assert {n: errors[r.id]["error_kind"] for n, r in bad.items()} == expected
+    assert [e["id"] for e in named(evs, "sample_written")] == [good.id]
+
+
+def test_unusable_warehouse_is_fatal_not_recorded(lay: Layout) -> None:
+    rec = lay.land("w/a.csv", b"h\n1\n")
+    os.rename(lay.warehouse, lay.root / "unmounted")
+    result = lay.run_once()
+    assert result.returncode == 1
+    assert "unusable" in named(events(result.stderr), "sampler_failed")[0]["error"]
+    os.rename(lay.root / "unmounted", lay.warehouse)
+    again = lay.run_once()
+    assert [e["id"] for e in named(events(again.stderr), "sample_written")] == [rec.id]
 
 
 def test_rerun_without_checkpoint_does_no_sampling_work(lay: Layout) -> None:

@@ -8,19 +8,17 @@ import json
 import os
 import tarfile
 import zipfile
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import structlog
 
 from sampler.limits import ErrorKind, Limits
 from sampler.sample import Event, Sampler
-from tests.sampler_helpers import Layout, record
+from tests.sampler_helpers import Layout, hostile_files, parquet_bytes, record
 
 DAY = "ingest_date=2026-11-23"
 
@@ -43,13 +41,6 @@ def sampler(lay: Layout) -> Iterator[Sampler]:
 def _sidecar(lay: Layout, rel: str) -> dict[str, object]:
     data: dict[str, object] = orjson.loads((lay.samples / rel).read_bytes())
     return data
-
-
-def _parquet_bytes() -> bytes:
-    table = pa.table({"a": list(range(10))}).replace_schema_metadata({b"k": b"v"})
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    return buf.getvalue()
 
 
 def _zip_bytes() -> bytes:
@@ -77,7 +68,7 @@ FORMATS = [
     ("f.log.gz", gzip.compress(b"1\n2\n3\n"), "f.log_sample.gz", lambda d: gzip.decompress(d) == b"1\n2\n"),
     ("g.csv.gz", gzip.compress(b"h\n1\n2\n3\n"), "g_sample.csv.gz", lambda d: gzip.decompress(d) == b"h\n1\n2\n"),
     ("h.jsonl.gz", gzip.compress(b"1\n2\n3\n"), "h_sample.jsonl.gz", lambda d: gzip.decompress(d) == b"1\n2\n"),
-    ("i.parquet", _parquet_bytes(), "i_sample.parquet",
+    ("i.parquet", parquet_bytes(), "i_sample.parquet",
      lambda d: pq.read_table(io.BytesIO(d)).column("a").to_pylist() == [0, 1]
      and pq.read_schema(io.BytesIO(d)).metadata[b"k"] == b"v"),
     ("j.zip", _zip_bytes(), "j_sample.zip",
@@ -117,40 +108,15 @@ def test_meta_for_unknown_format_has_size_mtime_sha(lay: Layout, sampler: Sample
     assert meta["mtime"].endswith("Z") and meta["type_guess"]["mime"] == "application/octet-stream"
 
 
-def _bomb_zip() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z, z.open("zeros.csv", "w") as m:
-        for _ in range(200):
-            m.write(b"\0" * (1 << 20))
-    return buf.getvalue()
+HOSTILE = list(hostile_files().items())
 
 
-def _bomb_gz() -> bytes:
-    c = zlib.compressobj(9, zlib.DEFLATED, 31)
-    return b"".join([*(c.compress(b"\0" * (1 << 20)) for _ in range(200)), c.flush()])
-
-
-def _corrupt_parquet() -> bytes:
-    data = bytearray(_parquet_bytes())
-    n = int.from_bytes(data[-8:-4], "little")
-    data[-8 - n : -8] = b"\xff" * n
-    return bytes(data)
-
-
-HOSTILE = [
-    ("bomb.zip", _bomb_zip, ErrorKind.HOSTILE),
-    ("bomb.log.gz", _bomb_gz, ErrorKind.TOO_LARGE),
-    ("deep.json", lambda: b"[" * 1_000_000, ErrorKind.HOSTILE),
-    ("corrupt.parquet", _corrupt_parquet, ErrorKind.MALFORMED),
-    ("truncated.csv.gz", lambda: gzip.compress(os.urandom(100_000).hex().encode())[:5000], ErrorKind.MALFORMED),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(("name", "make", "kind"), HOSTILE, ids=[h[0] for h in HOSTILE])
+@pytest.mark.parametrize(("name", "case"), HOSTILE, ids=[h[0] for h in HOSTILE])
 def test_hostile_files_give_an_error_meta(
-    lay: Layout, sampler: Sampler, name: str, make: object, kind: ErrorKind
+    lay: Layout, sampler: Sampler, name: str, case: tuple[bytes, ErrorKind]
 ) -> None:
-    rec = record(lay.file(name, make()))  # type: ignore[operator]
+    data, kind = case
+    rec = record(lay.file(name, data))
     out = sampler.sample(rec)
     assert out.event is Event.ERROR and out.error_kind is kind, out
     meta_name = out.sample

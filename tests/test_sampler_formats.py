@@ -57,10 +57,13 @@ def oracle_records(data: bytes, delimiter: str = ",") -> list[bytes]:
             yield line
 
     records = []
-    csv.field_size_limit(1 << 30)
-    for _ in csv.reader(feed(), delimiter=delimiter, strict=False):
-        records.append("".join(consumed).encode("latin-1"))
-        consumed.clear()
+    old_limit = csv.field_size_limit(1 << 30)
+    try:
+        for _ in csv.reader(feed(), delimiter=delimiter, strict=False):
+            records.append("".join(consumed).encode("latin-1"))
+            consumed.clear()
+    finally:
+        csv.field_size_limit(old_limit)
     return records
 
 

@@ -102,6 +102,7 @@ class DaemonProc:
     env: Env
     extra: list[str]
     log_path: Path
+    environ: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     _offset: int = 0
     stopped: list[int] = field(default_factory=list)
@@ -114,6 +115,7 @@ class DaemonProc:
             stdout=self.log_file,
             stderr=self.log_file,
             cwd=self.env.root,
+            env={**os.environ, **self.environ},
         )
         if wait:
             wait_for(lambda: self.event("started") or self._died(), 30, "daemon start")
@@ -143,6 +145,9 @@ class DaemonProc:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
@@ -162,9 +167,11 @@ def daemon(env: Env, tmp_path: Path) -> Iterator[Any]:
     """``daemon(*flags)`` starts a daemon; all are stopped with SIGTERM at the end."""
     started: list[DaemonProc] = []
 
-    def start(*extra: str, wait: bool = True, stability: str = "0.3") -> DaemonProc:
+    def start(
+        *extra: str, wait: bool = True, stability: str = "0.3", environ: dict[str, str] | None = None
+    ) -> DaemonProc:
         flags = ["--stability-seconds", stability, "--scan-interval", "30", "--log-level", "debug", *extra]
-        d = DaemonProc(env, flags, tmp_path / "daemon.log")
+        d = DaemonProc(env, flags, tmp_path / "daemon.log", environ or {})
         started.append(d)
         return d.start(wait=wait)
 

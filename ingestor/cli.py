@@ -179,7 +179,10 @@ def verify(
         assert warehouse is not None and manifests is not None and state_path is not None
         wh, mf, st = warehouse.absolute(), manifests.absolute(), state_path.absolute()
     else:
-        s = load({"input": input, "warehouse": warehouse, "manifests": manifests, "state_path": state_path}, config=config)
+        s = load(
+            {"input": input, "warehouse": warehouse, "manifests": manifests, "state_path": state_path},
+            config=config,
+        )
         wh, mf, st = s.warehouse, s.manifests, s.state_path
     logs.configure("warning")
     raise typer.Exit(run_verify(wh, mf, st, as_json=json, out=sys.stdout))
@@ -202,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except Fatal as exc:
         logs.get_logger().critical("fatal", op=exc.op, path=exc.path, cause=exc.cause, hint=exc.hint)
+        sys.exit(1)
+    except Exception:  # a bug: one JSON line with the traceback, not a bare traceback
+        logs.get_logger().critical("internal_error", exc_info=True)
         sys.exit(1)
     except typer.Abort:
         sys.exit(130)

@@ -100,6 +100,17 @@ class Daemon:
     # ------------------------------------------------------------ startup
 
     def _open(self) -> None:
+        try:
+            self._open_stages()
+        except OSError as exc:
+            raise Fatal(
+                "start",
+                str(exc.filename or self.s.input),
+                exc.strerror or str(exc),
+                "check that the directory exists and that this user may write it",
+            ) from exc
+
+    def _open_stages(self) -> None:
         s = self.s
         for d in (s.input, s.warehouse, s.manifests):
             d.mkdir(parents=True, exist_ok=True)
@@ -113,7 +124,12 @@ class Daemon:
         self.ledger.commit_observer = self.metrics.on_commit
         self.landing_fd = os.open(s.input, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.tmp = TempDir(s.warehouse, self.owner)
-        self.tmp.open()
+        if not self.tmp.open():
+            self.log.warning(
+                "warehouse_not_writable",
+                path=str(self.tmp.path),
+                hint="copies wait and are retried until it is writable",
+            )
         self.manifest = ManifestWriter(s.manifests)
         self.worker = Worker(
             landing=s.input,

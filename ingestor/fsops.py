@@ -160,9 +160,20 @@ class TempDir:
         self._lock = threading.Lock()
         self.fd = -1
 
-    def open(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, OPEN_DIR)
+    def open(self) -> bool:
+        """Make and open the directory; False (retried on first use) if the warehouse
+        is not writable yet."""
+        try:
+            self._dir()
+            return True
+        except OSError:
+            return False
+
+    def _dir(self) -> int:
+        if self.fd < 0:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, OPEN_DIR)
+        return self.fd
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -174,20 +185,31 @@ class TempDir:
         with self._lock:
             name = f"{self.owner}-{next(self._seq)}"
         fd = os.open(
-            name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644, dir_fd=self.fd
+            name,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+            0o644,
+            dir_fd=self._dir(),
         )
         return name, fd
 
     def remove(self, name: str) -> None:
+        if self.fd < 0:
+            return  # never opened: nothing of ours can be in it
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=self.fd)
 
+    def _names(self) -> list[str]:
+        try:
+            return os.listdir(self._dir())
+        except OSError:
+            return []  # not there, or not readable yet: nothing to clean now
+
     def owners(self) -> set[str]:
-        return {n.split("-", 1)[0] for n in os.listdir(self.fd)}
+        return {n.split("-", 1)[0] for n in self._names()}
 
     def remove_owner(self, owner: str) -> int:
         removed = 0
-        for name in os.listdir(self.fd):
+        for name in self._names():
             if name.split("-", 1)[0] == owner:
                 self.remove(name)
                 removed += 1

@@ -281,7 +281,9 @@ class ManifestWriter:
                 before = _repair_tail(fd)
                 try:
                     if faults.ACTIVE and faults.ACTIVE.fire("manifest_write") == "torn":
-                        _write_all(fd, data[: max(1, len(data) // 2)])
+                        cut = max(1, len(data) // 2)
+                        cut -= data[cut - 1 : cut] == b"\n" and cut > 1  # tear inside a line
+                        _write_all(fd, data[:cut])
                         faults.kill_now()
                     _write_all(fd, data)
                     os.fsync(fd)

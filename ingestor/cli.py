@@ -206,11 +206,11 @@ def main(argv: list[str] | None = None) -> None:
     except Fatal as exc:
         logs.get_logger().critical("fatal", op=exc.op, path=exc.path, cause=exc.cause, hint=exc.hint)
         sys.exit(1)
+    except typer.Abort:
+        sys.exit(130)
     except Exception:  # a bug: one JSON line with the traceback, not a bare traceback
         logs.get_logger().critical("internal_error", exc_info=True)
         sys.exit(1)
-    except typer.Abort:
-        sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -192,6 +192,7 @@ def verify(
 
 
 def main(argv: list[str] | None = None) -> None:
+    logs.configure("info")  # until a command configures its own level: errors are JSON on stderr too
     try:
         code = app(args=argv, prog_name="ingestor", standalone_mode=False)
     except NoArgsIsHelpError as exc:

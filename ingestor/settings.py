@@ -255,7 +255,7 @@ def _finish(values: dict[str, Any], cwd: Path) -> Settings:
 
 
 def _inside(child: Path, parent: Path) -> bool:
-    c, p = os.path.realpath(child), os.path.realpath(parent)
+    c, p = os.path.realpath(child), os.path.realpath(parent)  # never raises: unresolvable parts stay
     return c == p or c.startswith(p.rstrip("/") + "/")
 
 
@@ -270,8 +270,11 @@ def _check_paths(s: Settings) -> None:
             )
         if _inside(s.input, other):
             raise SettingsError(f"invalid input: {s.input} is inside {name} {other}")
-    if s.state_path.exists() and not s.state_path.is_file():
-        raise SettingsError(f"invalid state_path: {s.state_path} exists and is not a file")
+    try:
+        if s.state_path.exists() and not s.state_path.is_file():
+            raise SettingsError(f"invalid state_path: {s.state_path} exists and is not a file")
+    except OSError as exc:
+        raise SettingsError(f"invalid state_path: cannot reach {s.state_path}: {exc.strerror}") from None
 
 
 def describe(s: Settings) -> dict[str, Any]:

@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 from ingestor import logs
 from ingestor.daemon import Daemon
 from ingestor.errors import Fatal
+from ingestor.progress import BarProgress, LogProgress, Progress
 from ingestor.rescan import landing_paths
 from ingestor.settings import Settings, SettingsError, load
 
@@ -82,9 +83,21 @@ def _settings(config: Path | None, **flags: Any) -> Settings:
     return load(flags, config=config)
 
 
-def _run_daemon(settings: Settings, **kwargs: Any) -> int:
+def _run_daemon(settings: Settings, *, show_progress: bool = False, **kwargs: Any) -> int:
     logs.configure(settings.log_level.value)
-    return asyncio.run(Daemon(settings, **kwargs).run())
+    progress: Progress | None = None
+    if show_progress:
+        if sys.stderr.isatty():
+            bar = BarProgress()
+            logs.configure(settings.log_level.value, stream=bar.log_stream)
+            progress = bar
+        else:
+            progress = LogProgress(logs.get_logger())
+    try:
+        return asyncio.run(Daemon(settings, progress=progress, **kwargs).run())
+    finally:
+        if isinstance(progress, BarProgress):
+            progress.close()
 
 
 # ----------------------------------------------------------------- commands
@@ -154,7 +167,7 @@ def replay(
         rels = landing_paths(settings.input, targets) if targets else None
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
-    raise typer.Exit(_run_daemon(settings, one_shot=True, paths=rels))
+    raise typer.Exit(_run_daemon(settings, one_shot=True, paths=rels, show_progress=True))
 
 
 @app.command()
@@ -186,6 +199,140 @@ def verify(
         wh, mf, st = s.warehouse, s.manifests, s.state_path
     logs.configure("warning")
     raise typer.Exit(run_verify(wh, mf, st, as_json=json, out=sys.stdout))
+
+
+# ----------------------------------------------------------------- simulate, status, config show
+
+from simulate.cli import app as simulate_app  # noqa: E402 - kept beside the commands it adds
+
+app.add_typer(simulate_app, name="simulate")
+
+
+@app.command()
+def status(
+    state_path: StateOpt = None,
+    input: InputOpt = None,
+    config: ConfigOpt = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Also read a running daemon's gauges (files waiting, queue) from this port."),
+    ] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+) -> None:
+    """What the ledger says: counts by state, duplicates, errors, oldest open and last landed file,
+    files and bytes landed in the last minute and hour. Read-only; safe beside a running daemon.
+
+    Give --state-path, or --input / --config for the ledger beside the landing dir
+    (then the configured metrics_port, if any, is read too).
+    """
+    from ingestor.status import run_status
+
+    port = metrics_port
+    if state_path is None or input is not None or config is not None:
+        if input is None and config is None:
+            raise SettingsError("status needs --state-path FILE (or --input / --config)")
+        s = load({"input": input, "state_path": state_path}, config=config)
+        state_path = s.state_path
+        port = metrics_port if metrics_port is not None else s.metrics_port
+    raise typer.Exit(run_status(state_path.absolute(), as_json=json, out=sys.stdout, metrics_port=port))
+
+
+config_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="The effective configuration.",
+)
+app.add_typer(config_app, name="config")
+
+
+def _origins(flags: dict[str, Any], config: Path | None) -> dict[str, str]:
+    """Where each setting came from, by the precedence ``settings.load`` applies."""
+    import os
+
+    from ingestor.settings import ENV_PREFIX, read_toml
+
+    if config is None and os.environ.get(ENV_PREFIX + "CONFIG"):
+        config = Path(os.environ[ENV_PREFIX + "CONFIG"])
+    in_file = set(read_toml(config)) if config is not None else set()
+    out = {}
+    for key, value in flags.items():
+        env_key = ENV_PREFIX + key.upper()
+        if value is not None:
+            out[key] = "flag --" + key.replace("_", "-")
+        elif env_key in os.environ:
+            out[key] = "env " + env_key
+        elif key in in_file:
+            out[key] = f"file {config}"
+        elif key in ("warehouse", "manifests", "state_path"):
+            out[key] = "default (beside the landing dir)"
+        else:
+            out[key] = "default"
+    return out
+
+
+def _toml_value(value: Any) -> str:
+    """One TOML value on one line (tomli-w quotes and escapes; lists kept inline)."""
+    import tomli_w
+
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+
+
+@config_app.command("show")
+def config_show(
+    input: InputOpt = None,
+    warehouse: WarehouseOpt = None,
+    manifests: ManifestsOpt = None,
+    state_path: StateOpt = None,
+    config: ConfigOpt = None,
+    mode: ModeOpt = None,
+    stability_seconds: StabilityOpt = None,
+    sidecar_suffix: SidecarOpt = None,
+    scan_interval: ScanOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    batch_size: BatchOpt = None,
+    dry_run: DryRunOpt = None,
+    watcher: WatcherOpt = None,
+    layout: LayoutOpt = None,
+    on_duplicate: OnDupOpt = None,
+    dedup: DedupOpt = None,
+    ignore_suffixes: IgnoreOpt = None,
+    log_level: LogLevelOpt = None,
+    metrics_port: MetricsPortOpt = None,
+    metrics_interval: MetricsIntervalOpt = None,
+    shutdown_timeout: ShutdownOpt = None,
+    json: Annotated[
+        bool, typer.Option("--json", help="One JSON object: {settings: {...}, origins: {...}}.")
+    ] = False,
+) -> None:
+    """Print the effective configuration of `run` with the same flags, as TOML (or JSON).
+
+    Precedence: flags > INGESTOR_* environment > --config TOML file > defaults.
+    Each value says where it came from. An invalid value fails as `run` would:
+    one line naming the setting, exit 2.
+    """
+    flags = dict(locals())  # first: only the options are local yet
+    flags.pop("json")
+    import orjson
+
+    from ingestor.settings import describe
+
+    settings = _settings(flags.pop("config"), **flags)
+    values = describe(settings)
+    origins = _origins({k: flags.get(k) for k in values}, config)
+    if json:
+        sys.stdout.write(orjson.dumps({"settings": values, "origins": origins}).decode() + "\n")
+        return
+    lines = ["# ingestor: effective configuration (flags > INGESTOR_* env > TOML file > defaults)", "[ingestor]"]
+    for key, value in values.items():
+        if value is None:
+            lines.append(f"# {key} is not set  # {origins[key]}")
+        else:
+            lines.append(f"{key} = {_toml_value(value)}  # {origins[key]}")
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 # ----------------------------------------------------------------- entry point

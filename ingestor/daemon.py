@@ -43,6 +43,7 @@ from ingestor.fsops import TempDir
 from ingestor.ledger import Ledger, PlanPolicy
 from ingestor.manifest import ManifestWriter
 from ingestor.metrics import Metrics
+from ingestor.progress import Progress
 from ingestor.ready import Readiness, wait_event
 from ingestor.records import Candidate, Record
 from ingestor.settings import Settings, WatcherKind
@@ -59,6 +60,7 @@ class RunStats:
     duplicates: int = 0
     failed: int = 0
     not_ready: int = 0
+    done_bytes: int = 0
 
 
 async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
@@ -74,8 +76,16 @@ async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, *, one_shot: bool = False, paths: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        one_shot: bool = False,
+        paths: list[str] | None = None,
+        progress: Progress | None = None,
+    ) -> None:
         self.s = settings
+        self.progress = progress
         self.one_shot = one_shot
         self.paths = paths if paths is not None else [""]
         self.owner = str(ulid.ULID())
@@ -295,6 +305,8 @@ class Daemon:
             systemd.notify("STOPPING=1")
             self.log.info("stopping", in_flight=len(r.busy), waiting=len(r.pending), ready=len(r.ready))
             await self._drain()
+            if self.progress is not None:
+                self.progress.close()
         finally:
             if self.watcher is not None:
                 self.watcher.close()
@@ -461,6 +473,14 @@ class Daemon:
                 self.stats.landed += 1
             else:
                 self.stats.duplicates += 1
+            self.stats.done_bytes += rec.identity.size
+        if self.progress is not None:
+            self.progress.update(
+                r.admitted_files,
+                r.admitted_bytes,
+                self.stats.landed + self.stats.duplicates + self.stats.failed,
+                self.stats.done_bytes,
+            )
         for cand in out.deferred:
             r.retry(cand.rel, DEFER_SECONDS)
         for rel in out.changed:

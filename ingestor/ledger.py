@@ -33,6 +33,7 @@ import sqlite3
 import stat as stat_mod
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,9 +151,8 @@ def _record(row: Sequence[Any]) -> Record:
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
-        conn = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-        )
+        uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"  # '#' and '?' are legal in paths
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     else:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout=30000")
@@ -394,7 +394,7 @@ class Ledger:
 
         return self.call(op)
 
-    def moved(self, updates: Sequence[MovedUpdate]) -> None:
+    def moved(self, updates: Sequence[MovedUpdate], dedup: Dedup = Dedup.CONTENT) -> None:
         def op(conn: sqlite3.Connection) -> None:
             now = time.time_ns()
             for u in updates:
@@ -407,6 +407,13 @@ class Ledger:
                     conn.execute(
                         "UPDATE files SET size=?, mtime_ns=?, sha256=?, note='changed during landing' WHERE id=?",
                         (ident.size, ident.mtime_ns, sha, u.id),
+                    )
+                    # what landed is the new content: claim it, free the content that never landed
+                    (source_rel,) = conn.execute("SELECT source_rel FROM files WHERE id=?", (u.id,)).fetchone()
+                    conn.execute("DELETE FROM content WHERE id=?", (u.id,))
+                    conn.execute(
+                        "INSERT OR IGNORE INTO content(key, id) VALUES (?, ?)",
+                        (content_key(sha, os.fsdecode(source_rel), dedup), u.id),
                     )
 
         self.call(op)
@@ -505,9 +512,7 @@ def _plan_one(conn: sqlite3.Connection, h: Hashed, policy: PlanPolicy, owner: st
     ).fetchone():
         return Skip("in flight or kept")
     rel = h.candidate.rel
-    key = bytes.fromhex(h.sha256)
-    if policy.dedup is Dedup.PATH_CONTENT:
-        key += b"\0" + os.fsencode(rel)
+    key = content_key(h.sha256, rel, policy.dedup)
     orig = conn.execute(
         "SELECT c.id, f.state FROM content c JOIN files f ON f.id = c.id WHERE c.key=?", (key,)
     ).fetchone()
@@ -574,6 +579,12 @@ def _plan_one(conn: sqlite3.Connection, h: Hashed, policy: PlanPolicy, owner: st
     )
 
 
+def content_key(sha256: str, rel: str, dedup: Dedup) -> bytes:
+    """The dedup key: the content, or the content at one source path."""
+    key = bytes.fromhex(sha256)
+    return key + b"\0" + os.fsencode(rel) if dedup is Dedup.PATH_CONTENT else key
+
+
 def _unique_dest(conn: sqlite3.Connection, dest: str, sha: str, warehouse: Path, *, first: int) -> str:
     """``dest`` if nobody planned it and nothing is there, else a suffixed variant.
 
@@ -600,7 +611,9 @@ def _unique_dest(conn: sqlite3.Connection, dest: str, sha: str, warehouse: Path,
 
 def _planned(conn: sqlite3.Connection, rel: str) -> bool:
     return (
-        conn.execute("SELECT 1 FROM files WHERE dest_rel=? AND state != 'abandoned'", (os.fsencode(rel),)).fetchone()
+        conn.execute(
+            "SELECT 1 FROM files WHERE dest_rel=? AND state != 'abandoned'", (os.fsencode(rel),)
+        ).fetchone()
         is not None
     )
 
@@ -622,7 +635,8 @@ def _file_blocked(conn: sqlite3.Connection, warehouse: Path, rel: str) -> bool:
     hi = os.fsencode(rel) + b"0"  # "0" is the byte after "/": every path below rel sorts in [lo, hi)
     return (
         conn.execute(
-            "SELECT 1 FROM files WHERE dest_rel >= ? AND dest_rel < ? AND state != 'abandoned' LIMIT 1", (lo, hi)
+            "SELECT 1 FROM files WHERE dest_rel >= ? AND dest_rel < ? AND state != 'abandoned' LIMIT 1",
+            (lo, hi),
         ).fetchone()
         is not None
     )

@@ -104,6 +104,10 @@ class Readiness:
         self.settled: dict[str, tuple[int, int, int, int]] = {}
         self.orphans: set[str] = set()  # sidecars reported without data
         self.not_ready: list[str] = []  # one-shot mode: files left because still changing
+        # one-shot progress: distinct paths judged complete so far (one-shot runs are bounded)
+        self.judged_ready: set[str] = set()
+        self.admitted_files = 0
+        self.admitted_bytes = 0
         self._wake = asyncio.Event()
         self.ready_event = asyncio.Event()
         self.progress = asyncio.Event()  # set whenever a round of judging ends
@@ -157,7 +161,8 @@ class Readiness:
             return
         p = Pending(due=now, seen_at=now)
         self.pending[target] = p
-        self._apply(target, p, *self._judge_stability(target, p, st, now))
+        verdict, delay = self._judge_stability(target, p, st, now)
+        self._apply(target, p, verdict, delay, st.st_size)
 
     def forget(self, rel: str) -> None:
         self.pending.pop(rel, None)
@@ -249,6 +254,10 @@ class Readiness:
     ) -> None:
         if verdict is Verdict.READY:
             del self.pending[rel]
+            if rel not in self.judged_ready:
+                self.judged_ready.add(rel)
+                self.admitted_files += 1
+                self.admitted_bytes += size
             self.ready[rel] = Candidate(rel, size, p.seen_at, sidecar)
             self.ready_event.set()
         elif verdict is Verdict.DROP:

@@ -205,7 +205,11 @@ class Worker:
             self._manifest(moved, out, recovering=recovering)
         except (Retryable, OSError) as exc:
             # an OSError not classified where it was raised is still environmental: retry
-            err = exc if isinstance(exc, Retryable) else from_oserror("land", records[0].source_rel, exc, source=False)
+            err = (
+                exc
+                if isinstance(exc, Retryable)
+                else from_oserror("land", records[0].source_rel, exc, source=False)
+            )
             done = {r.id for r in out.done}
             out.unfinished = [r for r in records if r.id not in done and r.id not in out.abandoned]
             out.error = err
@@ -256,7 +260,7 @@ class Worker:
                         out.vanished.append(rec.source_rel)
                         self.log.warning("file_vanished", path=str(self.landing / rec.source_rel), id=rec.id)
             if updates:
-                self.ledger.moved(updates)
+                self.ledger.moved(updates, self.policy.dedup)
                 if faults.ACTIVE:
                     faults.ACTIVE.hit("after_moved")
         if todo:

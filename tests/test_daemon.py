@@ -389,3 +389,30 @@ def test_every_watcher_lands_everything(env: Env, daemon, watcher: str) -> None:
     reps.append(traffic.rename_tmp(env.landing / "sub" / "deeper", count=10, size=200))
     wait_for(lambda: landed(env, 20), 30, f"20 files via {watcher}")
     invariants.check(env, invariants.expected_of(*reps))
+
+
+def test_replay_progress_json_lines_when_not_a_terminal(env: Env) -> None:
+    rep = traffic.rename_tmp(env.landing, count=40, size=1000)
+    res = run_ingestor("replay", *env.args(), "--stability-seconds", "0")
+    assert res.returncode == 0, res.stderr
+    import orjson
+
+    lines = [orjson.loads(x) for x in res.stderr.splitlines()]
+    last = [e for e in lines if e["event"] == "replay_progress"][-1]
+    assert last["files_done"] == last["files_total"] == 40
+    assert last["bytes_done"] == last["bytes_total"] == 40_000
+    invariants.check(env, invariants.expected_of(rep))
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="script(1) gives the replay a terminal")
+def test_replay_progress_bar_on_a_terminal(env: Env) -> None:
+    import shlex
+    import subprocess
+    import sys
+
+    traffic.rename_tmp(env.landing, count=25, size=4000)
+    cmd = shlex.join([sys.executable, "-m", "ingestor.cli", "replay", *env.args(), "--stability-seconds", "0"])
+    res = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout
+    assert "25/25 files" in res.stdout and "100.0 kB" in res.stdout  # files, bytes
+    assert '"event":"file_ingested"' in res.stdout  # log lines still shown, above the bar

@@ -586,9 +586,6 @@ def test_unusable_ledger_exits_2(wh: Env, tmp_path: Path, capsys: pytest.Capture
 # ----------------------------------------------------------------- bugs found in the product
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: ledger.connect(readonly=True) builds a file: URI without quoting the path"
-)
 @pytest.mark.parametrize("dirname", ["state#1", "state?x"])
 def test_readonly_ledger_connection_with_uri_characters_in_path(tmp_path: Path, dirname: str) -> None:
     path = tmp_path / dirname / "ledger.sqlite"
@@ -604,9 +601,6 @@ def test_readonly_ledger_connection_with_uri_characters_in_path(tmp_path: Path, 
         assert sorted(os.listdir(tmp_path)) == [dirname]  # and no stray database beside it
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: a file changed during landing keeps its first hash in the content table"
-)
 def test_content_changed_during_landing_is_registered_under_its_new_hash(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "state" / "ledger.sqlite", "owner1")
     ledger.open({})

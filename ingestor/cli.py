@@ -326,7 +326,10 @@ def config_show(
     if json:
         sys.stdout.write(orjson.dumps({"settings": values, "origins": origins}).decode() + "\n")
         return
-    lines = ["# ingestor: effective configuration (flags > INGESTOR_* env > TOML file > defaults)", "[ingestor]"]
+    lines = [
+        "# ingestor: effective configuration (flags > INGESTOR_* env > TOML file > defaults)",
+        "[ingestor]",
+    ]
     for key, value in values.items():
         if value is None:
             lines.append(f"# {key} is not set  # {origins[key]}")

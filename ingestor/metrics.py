@@ -19,6 +19,12 @@ from ingestor.records import Record, Status
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 5, 10, 30, 60, 300, 1800)
 _COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# Error kinds exported from the start at 0, so that a dashboard or an alert
+# tells "no errors" from "no metric": bad input (refused files) and the
+# failure classes of ingestor.errors (``IngestError.kind``).
+ERROR_KINDS = ("bad_input", "retryable", "gone", "fatal")
+# one label per kind: BadInput.kind is "badinput", the daemon also says "bad_input"
+_KIND_ALIASES = {"badinput": "bad_input"}
 
 
 class Metrics:
@@ -29,6 +35,8 @@ class Metrics:
         )
         self.bytes = Counter("ingestor_bytes_total", "Bytes of files landed (status ingested)", registry=r)
         self.errors = Counter("ingestor_errors_total", "Problems met, by kind", ["kind"], registry=r)
+        for kind in ERROR_KINDS:
+            self.errors.labels(kind)
         self.events = Counter("ingestor_events_total", "Filesystem events read", registry=r)
         self.scans = Counter("ingestor_scans_total", "Reconciliation scans run", registry=r)
         self.batch = Histogram(
@@ -103,7 +111,7 @@ class Metrics:
         self.commit.observe(seconds)
 
     def error(self, kind: str) -> None:
-        self.errors.labels(kind).inc()
+        self.errors.labels(_KIND_ALIASES.get(kind, kind)).inc()
         with self._lock:
             self.error_count += 1
 
@@ -125,7 +133,21 @@ class Metrics:
             "errors_total": errs,
         }
 
-    def serve(self, port: int, addr: str = "127.0.0.1") -> Any:
-        """Start the /metrics endpoint; returns the server (``shutdown()`` stops it)."""
-        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
-        return server
+    def serve(self, port: int, addr: str = "127.0.0.1") -> MetricsServer:
+        """Start the /metrics endpoint in a thread; ``shutdown()`` on the result stops it."""
+        server, thread = start_http_server(port, addr=addr, registry=self.registry)
+        return MetricsServer(server, thread)
+
+
+class MetricsServer:
+    """The endpoint's HTTP server and its thread."""
+
+    def __init__(self, server: Any, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+
+    def shutdown(self) -> None:
+        """Stop serving, close the listening socket (the port is free at once) and join the thread."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

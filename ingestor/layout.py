@@ -18,6 +18,7 @@ shortened in its stem, never in its extension, at a UTF-8 character boundary.
 
 from __future__ import annotations
 
+import functools
 import os
 import string
 import time
@@ -66,18 +67,29 @@ def validate_layout(template: str) -> str:
     return template
 
 
+@functools.lru_cache(maxsize=4)
+def _time_fields(second: int) -> dict[str, str]:
+    t = time.gmtime(second)
+    return {
+        "date": f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}",
+        "yyyy": f"{t.tm_year:04d}",
+        "mm": f"{t.tm_mon:02d}",
+        "dd": f"{t.tm_mday:02d}",
+        "hh": f"{t.tm_hour:02d}",
+        "hhmmss": f"{t.tm_hour:02d}{t.tm_min:02d}{t.tm_sec:02d}",
+    }
+
+
 def render(template: str, rel: str, ns: int, sha256: str) -> str:
     """The warehouse-relative path of ``rel`` landed at ``ns`` with content ``sha256``."""
-    t = time.gmtime(ns // 1_000_000_000)
+    if template == DEFAULT_LAYOUT:  # the common case, without str.format
+        out = f"ingest_date={_time_fields(ns // 1_000_000_000)['date']}/{rel}"
+        if "/." not in "/" + out and "//" not in out and not out.endswith("/"):
+            return out if all(len(p) <= 63 for p in out.split("/")) or _fits(out) else _fit_all(out)
     name = os.path.basename(rel)
     stem, ext = split_name(name)
     out = template.format(
-        date=f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}",
-        yyyy=f"{t.tm_year:04d}",
-        mm=f"{t.tm_mon:02d}",
-        dd=f"{t.tm_mday:02d}",
-        hh=f"{t.tm_hour:02d}",
-        hhmmss=f"{t.tm_hour:02d}{t.tm_min:02d}{t.tm_sec:02d}",
+        **_time_fields(ns // 1_000_000_000),
         relpath=rel,
         reldir=os.path.dirname(rel),
         name=name,
@@ -86,6 +98,14 @@ def render(template: str, rel: str, ns: int, sha256: str) -> str:
         sha256=sha256,
         sha8=sha256[:8],
     )
+    return _fit_all(out, template, rel)
+
+
+def _fits(path: str) -> bool:
+    return all(len(os.fsencode(p)) <= NAME_MAX for p in path.split("/"))
+
+
+def _fit_all(out: str, template: str = DEFAULT_LAYOUT, rel: str = "") -> str:
     parts = [p for p in out.split("/") if p not in ("", ".")]
     if not parts or ".." in parts:
         raise LayoutError(f"layout {template!r} gives an unsafe path {out!r} for {rel!r}")
@@ -107,6 +127,18 @@ def fit_component(name: str, limit: int = NAME_MAX) -> str:
     while cut and len(cut) < len(os.fsencode(stem)) and (os.fsencode(stem)[len(cut)] & 0xC0) == 0x80:
         cut = cut[:-1]
     return os.fsdecode(cut + ext_raw)
+
+
+def without_suffix(rel: str, sha256: str) -> str:
+    """Undo ``with_suffix`` (any attempt) so that a re-plan does not stack suffixes."""
+    head, name = os.path.split(rel)
+    stem, ext = split_name(name)
+    tag = f"~{sha256[:8]}"
+    cut = stem.rfind(tag)
+    if cut < 0 or not (stem[cut + len(tag) :] == "" or stem[cut + len(tag) :].lstrip("-").isdigit()):
+        return rel
+    new = stem[:cut] + ext
+    return f"{head}/{new}" if head else new
 
 
 def with_suffix(rel: str, sha256: str, attempt: int) -> str:

@@ -34,7 +34,7 @@ import stat as stat_mod
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -366,19 +366,27 @@ class Ledger:
                 self._readers.append(conn)
         return conn
 
-    def live_identities(self, idents: Iterable[Identity]) -> set[Identity]:
-        """Which identities are in flight (any owner) or kept as duplicates."""
+    def live_identities(self, idents: Sequence[Identity]) -> set[Identity]:
+        """Which identities are in flight (any owner) or kept as duplicates.
+
+        One query per 1,000 identities (a row-value IN list over the partial
+        index of live rows), so a scan of a million already-seen files costs a
+        thousand queries, not a million.
+        """
         conn = self.reader()
-        out = set()
+        out: set[Identity] = set()
         try:
-            for i in idents:
-                row = conn.execute(
-                    "SELECT 1 FROM files WHERE inode=? AND device=? AND size=? AND mtime_ns=? "
-                    f"AND (state IN {_OPEN} OR action = 'kept') LIMIT 1",
-                    (i.inode, i.device, i.size, i.mtime_ns),
-                ).fetchone()
-                if row is not None:
-                    out.add(i)
+            for start in range(0, len(idents), 1000):
+                chunk = idents[start : start + 1000]
+                marks = ",".join(["(?,?,?,?)"] * len(chunk))
+                params = [v for i in chunk for v in (i.inode, i.device, i.size, i.mtime_ns)]
+                rows = conn.execute(
+                    "SELECT inode, device, size, mtime_ns FROM files "
+                    f"WHERE (inode, device, size, mtime_ns) IN (VALUES {marks}) "
+                    f"AND (state IN {_OPEN} OR action = 'kept')",
+                    params,
+                ).fetchall()
+                out.update(Identity(r[1], r[0], r[2], r[3]) for r in rows)
         except sqlite3.Error as exc:
             raise Retryable("read ledger", str(self.path), str(exc), "retried") from exc
         return out
@@ -390,7 +398,8 @@ class Ledger:
 
         def op(conn: sqlite3.Connection) -> list[PlanResult]:
             now = time.time_ns()
-            return [_plan_one(conn, h, policy, owner, now) for h in items]
+            dests = _Dests(conn, policy.warehouse)
+            return [_plan_one(conn, dests, h, policy, owner, now) for h in items]
 
         return self.call(op)
 
@@ -444,7 +453,8 @@ class Ledger:
         assert rec.dest_rel is not None
 
         def op(conn: sqlite3.Connection) -> Record:
-            dest = _unique_dest(conn, rec.dest_rel or "", rec.sha256, policy.warehouse, first=1)
+            base = layout_mod.without_suffix(rec.dest_rel or "", rec.sha256)
+            dest = _Dests(conn, policy.warehouse, check_disk=True).unique(base, rec.sha256, first=1)
             conn.execute(
                 "UPDATE files SET dest_rel=?, updated_ns=? WHERE id=?", (_b(dest), time.time_ns(), rec.id)
             )
@@ -503,7 +513,9 @@ def _replace(rec: Record, **changes: Any) -> Record:
     return dataclasses.replace(rec, **changes)
 
 
-def _plan_one(conn: sqlite3.Connection, h: Hashed, policy: PlanPolicy, owner: str, now: int) -> PlanResult:
+def _plan_one(
+    conn: sqlite3.Connection, dests: _Dests, h: Hashed, policy: PlanPolicy, owner: str, now: int
+) -> PlanResult:
     ident = h.identity
     if conn.execute(
         "SELECT 1 FROM files WHERE inode=? AND device=? AND size=? AND mtime_ns=? "
@@ -533,8 +545,8 @@ def _plan_one(conn: sqlite3.Connection, h: Hashed, policy: PlanPolicy, owner: st
         status, duplicate_of, action, dest = Status.INGESTED, None, Action.LANDED, planned
         conn.execute("INSERT INTO content(key, id) VALUES (?, ?)", (key, rec_id))
     if dest is not None:
-        dest = _unique_dest(conn, dest, h.sha256, policy.warehouse, first=0)
-    manifest_rel = manifest_rel_for(now)
+        dest = dests.unique(dest, h.sha256, first=0)
+    manifest_rel = manifest_rel_for(now)  # cached per hour
     sidecar = h.candidate.sidecar
     conn.execute(
         "INSERT INTO files(id, state, status, action, owner, source_rel, device, inode, size, mtime_ns, "
@@ -585,58 +597,74 @@ def content_key(sha256: str, rel: str, dedup: Dedup) -> bytes:
     return key + b"\0" + os.fsencode(rel) if dedup is Dedup.PATH_CONTENT else key
 
 
-def _unique_dest(conn: sqlite3.Connection, dest: str, sha: str, warehouse: Path, *, first: int) -> str:
-    """``dest`` if nobody planned it and nothing is there, else a suffixed variant.
+class _Dests:
+    """Destination checks inside one transaction (owned by the writer thread).
 
-    Directory components are checked too: a landed or planned *file* where the
-    path needs a directory (``reports`` landed, now ``reports/q1.csv`` comes)
-    gets that component suffixed, or the landing dir would never drain.
+    ``unique`` gives ``dest`` if nobody planned it and nothing is there, else a
+    suffixed variant. Directory components are checked too: a landed or
+    planned *file* where the path needs a directory (``reports`` landed, now
+    ``reports/q1.csv`` comes) gets that component suffixed, or the landing dir
+    would never drain. Directories found usable are remembered for the rest of
+    the transaction: the files of a batch mostly share them.
     """
-    parts = dest.split("/")
-    for i in range(len(parts) - 1):
-        prefix = "/".join(parts[: i + 1])
-        attempt = 0
-        while _dir_blocked(conn, warehouse, prefix):
+
+    def __init__(self, conn: sqlite3.Connection, warehouse: Path, *, check_disk: bool = False) -> None:
+        self.conn = conn
+        self.root = os.fsencode(warehouse)
+        self.check_disk = check_disk  # a re-plan after a collision: look at the disk too
+        self.dirs_ok: set[str] = set()
+
+    def unique(self, dest: str, sha: str, *, first: int) -> str:
+        parts = dest.split("/")
+        for i in range(len(parts) - 1):
+            prefix = "/".join(parts[: i + 1])
+            if prefix in self.dirs_ok:
+                continue
+            attempt = 0
+            while self._dir_blocked(prefix):
+                attempt += 1
+                prefix = layout_mod.with_suffix("/".join(parts[: i + 1]), sha, attempt)
+            parts[i] = prefix.rsplit("/", 1)[-1]
+            self.dirs_ok.add(prefix)
+        dest = "/".join(parts)
+        attempt = first
+        while True:
+            cand = dest if attempt == 0 else layout_mod.with_suffix(dest, sha, attempt)
+            if not self._file_blocked(cand):
+                return cand
             attempt += 1
-            prefix = layout_mod.with_suffix("/".join(parts[: i + 1]), sha, attempt)
-        parts[i] = prefix.rsplit("/", 1)[-1]
-    dest = "/".join(parts)
-    attempt = first
-    while True:
-        cand = dest if attempt == 0 else layout_mod.with_suffix(dest, sha, attempt)
-        if not _file_blocked(conn, warehouse, cand):
-            return cand
-        attempt += 1
 
+    def _lstat(self, rel: str) -> os.stat_result | None:
+        try:
+            return os.lstat(self.root + b"/" + os.fsencode(rel))
+        except FileNotFoundError:
+            return None
 
-def _planned(conn: sqlite3.Connection, rel: str) -> bool:
-    return (
-        conn.execute(
-            "SELECT 1 FROM files WHERE dest_rel=? AND state != 'abandoned'", (os.fsencode(rel),)
-        ).fetchone()
-        is not None
-    )
+    def _planned_at_or_below(self, rel: str) -> tuple[bool, bool]:
+        """(a file is planned at rel, a file is planned below rel/): one index range scan."""
+        raw = os.fsencode(rel)
+        rows = self.conn.execute(
+            "SELECT dest_rel FROM files WHERE dest_rel >= ? AND dest_rel < ? AND state != 'abandoned'",
+            (raw, raw + b"0"),  # "0" is the byte after "/": rel itself and everything below it
+        ).fetchall()
+        return any(r[0] == raw for r in rows), any(r[0].startswith(raw + b"/") for r in rows)
 
+    def _dir_blocked(self, rel: str) -> bool:
+        """Can ``rel`` not be (or become) a directory: a non-directory there, or a file planned there?"""
+        st = self._lstat(rel)
+        if st is not None:
+            return not stat_mod.S_ISDIR(st.st_mode)
+        return self._planned_at_or_below(rel)[0]
 
-def _dir_blocked(conn: sqlite3.Connection, warehouse: Path, rel: str) -> bool:
-    """Can ``rel`` not be (or become) a directory: a non-directory there, or a file planned there?"""
-    try:
-        st = os.lstat(warehouse / rel)
-    except FileNotFoundError:
-        return _planned(conn, rel)
-    return not stat_mod.S_ISDIR(st.st_mode)
+    def _file_blocked(self, rel: str) -> bool:
+        """Is ``rel`` taken: planned, or needed as a directory by a planned file?
 
-
-def _file_blocked(conn: sqlite3.Connection, warehouse: Path, rel: str) -> bool:
-    """Is ``rel`` taken: planned, present, or needed as a directory by a planned file?"""
-    if _planned(conn, rel) or os.path.lexists(warehouse / rel):
-        return True
-    lo = os.fsencode(rel) + b"/"
-    hi = os.fsencode(rel) + b"0"  # "0" is the byte after "/": every path below rel sorts in [lo, hi)
-    return (
-        conn.execute(
-            "SELECT 1 FROM files WHERE dest_rel >= ? AND dest_rel < ? AND state != 'abandoned' LIMIT 1",
-            (lo, hi),
-        ).fetchone()
-        is not None
-    )
+        A file already *present* there (put by hand, or by a ledger that was
+        reset) is not looked for when planning: the move finds it, never
+        replaces it (RENAME_NOREPLACE) and re-plans with ``check_disk``; that
+        saves a system call per file on the common path.
+        """
+        if self.check_disk and self._lstat(rel) is not None:
+            return True
+        at, below = self._planned_at_or_below(rel)
+        return at or below

@@ -32,12 +32,13 @@ import base64
 import binascii
 import calendar
 import fcntl
+import functools
 import os
 import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -57,7 +58,12 @@ class ManifestError(ValueError):
 
 def manifest_rel_for(ns: int) -> str:
     """Relative manifest path for a UTC time in nanoseconds."""
-    t = time.gmtime(ns // 1_000_000_000)
+    return _manifest_rel_for_hour(ns // 3_600_000_000_000)
+
+
+@functools.lru_cache(maxsize=8)
+def _manifest_rel_for_hour(hour: int) -> str:
+    t = time.gmtime(hour * 3600)
     return f"{t.tm_year:04d}/{t.tm_mon:02d}/{t.tm_mday:02d}/{t.tm_hour:02d}/{MANIFEST_NAME}"
 
 
@@ -70,15 +76,19 @@ def hour_end_ns(manifest_rel: str) -> int:
 def rfc3339(ns: int) -> str:
     """RFC 3339 UTC with microseconds: ``2026-11-23T15:01:02.123456Z``."""
     secs, rem = divmod(ns, 1_000_000_000)
+    return f"{_second(secs)}.{rem // 1000:06d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second(secs: int) -> str:
     t = time.gmtime(secs)
-    return (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{rem // 1000:06d}Z"
-    )
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
 
 
 def encode_path(path: str) -> tuple[str, str | None]:
     """(display text, base64 of the raw bytes or None when the path is UTF-8)."""
+    if path.isascii():
+        return path, None
     raw = os.fsencode(path)
     try:
         return raw.decode("utf-8"), None
@@ -114,12 +124,13 @@ class ManifestRecord:
     ingestor_version: str
 
     @classmethod
-    def from_record(cls, rec: Record, landing: Path, warehouse: Path) -> ManifestRecord:
-        src, src_b64 = encode_path(os.path.join(landing, rec.source_rel))
+    def from_record(cls, rec: Record, landing: str | Path, warehouse: str | Path) -> ManifestRecord:
+        """The line of a record; ``landing`` and ``warehouse`` are absolute dirs."""
+        src, src_b64 = encode_path(f"{landing}/{rec.source_rel}")
         dst: str | None = None
         dst_b64: str | None = None
         if rec.dest_rel is not None:
-            dst, dst_b64 = encode_path(os.path.join(warehouse, rec.dest_rel))
+            dst, dst_b64 = encode_path(f"{warehouse}/{rec.dest_rel}")
         return cls(
             id=rec.id,
             status=rec.status,
@@ -139,8 +150,8 @@ class ManifestRecord:
         )
 
     def to_json(self) -> bytes:
-        """The line, newline included."""
-        return orjson.dumps(asdict(self), option=orjson.OPT_APPEND_NEWLINE)
+        """The line, newline included (orjson serialises the dataclass in field order)."""
+        return orjson.dumps(self, option=orjson.OPT_APPEND_NEWLINE)
 
     @classmethod
     def from_json(cls, line: bytes | str) -> ManifestRecord:

@@ -158,7 +158,10 @@ class Mover:
         try:
             dfd = self._dest_dir(batch, dst_dir)
         except Retryable as exc:
-            if exc.__cause__ is not None and getattr(exc.__cause__, "errno", None) in (errno.ENOTDIR, errno.EEXIST):
+            if exc.__cause__ is not None and getattr(exc.__cause__, "errno", None) in (
+                errno.ENOTDIR,
+                errno.EEXIST,
+            ):
                 self._drop_temp(rec)
                 return MoveResult(rec, Moved.COLLISION)  # a file sits where a directory goes
             raise

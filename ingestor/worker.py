@@ -81,6 +81,8 @@ class Worker:
         self.landing = landing
         self.landing_fd = landing_fd
         self.warehouse = warehouse
+        self.landing_s = str(landing)
+        self.warehouse_s = str(warehouse)
         self.warehouse_dev = os.stat(warehouse).st_dev
         self.ledger = ledger
         self.manifest = manifest
@@ -186,12 +188,16 @@ class Worker:
         )
 
     def _admit(self, rel: str, ident: Identity) -> bool:
-        """Checked between the first fstat and the first read."""
+        """Checked between the first fstat and the first read.
+
+        Whether another process already has this identity in flight is decided
+        atomically at planning; the scan leaves out known identities in bulk.
+        """
         if self.stability_ns:
             age = time.time_ns() - ident.mtime_ns
             if 0 <= age < self.stability_ns:
                 raise Gone("hash", rel, "changed since it was judged complete")
-        return not self.ledger.live_identities((ident,))
+        return True
 
     # ------------------------------------------------------------ second half
 
@@ -285,7 +291,7 @@ class Worker:
                 # that hour's file is closed to readers following it: use the current one
                 group = self.ledger.replan_manifest(group, self.manifest.size)
                 rel = group[0].manifest_rel
-            lines = [ManifestRecord.from_record(r, self.landing, self.warehouse).to_json() for r in group]
+            lines = [ManifestRecord.from_record(r, self.landing_s, self.warehouse_s).to_json() for r in group]
             self.manifest.append(rel, lines)
             self.ledger.manifested([r.id for r in group])
             if faults.ACTIVE:
@@ -294,13 +300,14 @@ class Worker:
 
     def _done(self, records: list[Record], out: Outcome) -> None:
         now = time.monotonic()
+        landing, warehouse = self.landing_s, self.warehouse_s
         for r in records:
             if r.status is Status.INGESTED:
                 self.log.info(
                     "file_ingested",
                     id=r.id,
-                    path=str(self.landing / r.source_rel),
-                    warehouse_path=str(self.warehouse / r.dest_rel) if r.dest_rel else None,
+                    path=f"{landing}/{r.source_rel}",
+                    warehouse_path=f"{warehouse}/{r.dest_rel}",
                     sha256=r.sha256,
                     bytes=r.identity.size,
                     latency_ms=round((now - r.seen_at) * 1000, 1) if r.seen_at else None,
@@ -309,10 +316,10 @@ class Worker:
                 self.log.info(
                     "file_duplicate",
                     id=r.id,
-                    path=str(self.landing / r.source_rel),
+                    path=f"{landing}/{r.source_rel}",
                     duplicate_of=r.duplicate_of,
                     action=r.action.value,
-                    warehouse_path=str(self.warehouse / r.dest_rel) if r.dest_rel else None,
+                    warehouse_path=f"{warehouse}/{r.dest_rel}" if r.dest_rel else None,
                     sha256=r.sha256,
                     bytes=r.identity.size,
                 )

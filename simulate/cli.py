@@ -190,6 +190,8 @@ def cross_fs(
     the manifest, and says which filesystems it used. Exit 1 if anything did
     not land.
     """
+    if landing is not None and warehouse is not None and _device(landing) == _device(warehouse):
+        raise SettingsError(f"cross-fs: {landing} and {warehouse} are on the same filesystem")
     if warehouse is None:
         warehouse = Path(tempfile.mkdtemp(prefix="ingestor-cross-fs-", dir=Path.cwd())) / "warehouse"
     warehouse = warehouse.absolute()
@@ -218,6 +220,14 @@ def cross_fs(
     )
     _emit(summary, line, json)
     raise typer.Exit(0 if rep.ok else 1)
+
+
+def _device(path: Path) -> int:
+    """st_dev of ``path``, or of its nearest existing ancestor (where it would be made)."""
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return os.stat(p).st_dev
 
 
 def _cross_fs_settings(landing: Path, warehouse: Path, log_level: str) -> Settings:

@@ -129,7 +129,7 @@ def main() -> None:
     p = c.parser(__doc__)
     p.add_argument("--size", type=int, default=None, help="bytes (default 4 GiB; quick 64 MiB)")
     p.add_argument("--shm", type=Path, default=Path("/dev/shm"), help="the other filesystem (tmpfs)")
-    args = p.parse_args()
+    args = c.parse(p)
     size = args.size or ((64 if args.quick else 4096) * c.MiB)
     disk = c.workdir(args.dir, "bench-large-")
     shm = c.workdir(args.shm, "bench-large-") if args.shm.is_dir() else None

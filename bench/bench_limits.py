@@ -214,10 +214,13 @@ def main() -> None:
         "--repeat", type=int, default=None, help="tries per figure, median kept (default 3; quick 1)"
     )
     p.add_argument("--shm", type=Path, default=Path("/dev/shm"), help="the tmpfs to measure too")
-    args = p.parse_args()
+    args = c.parse(p)
     repeat = args.repeat or (1 if args.quick else 3)
     disk = c.workdir(args.dir, "bench-limits-")
     shm = c.workdir(args.shm, "bench-limits-") if args.shm.is_dir() else None
+    if shm is not None and os.stat(shm).st_dev == os.stat(disk).st_dev:
+        c.remove_tree(shm)  # not another filesystem: nothing more to learn
+        shm = None
     meta = c.machine({"disk dir": disk, **({"shm dir": shm} if shm else {})})
     hash_total = (256 if args.quick else 2048) * c.MiB
     try:
@@ -254,7 +257,7 @@ def main() -> None:
     ]
     for key, label, unit in labels:
         vals = [fs[k].get(key) for k in ("disk", "shm") if k in fs]
-        cells = [("n/a (not root)" if v is None else f"{v:,.0f} {unit}") for v in vals]
+        cells = [("n/a (cache not dropped)" if v is None else f"{v:,.0f} {unit}") for v in vals]
         rows.append([label, cells[0], cells[1] if len(cells) > 1 else "", ""])
     for r in rows:
         r.pop()  # keep three columns

@@ -123,7 +123,7 @@ def main() -> None:
     p.add_argument("--files", type=int, default=None, help="files per run (default 20,000; quick 1,000)")
     p.add_argument("--rounds", type=int, default=None, help="runs of each kind (default 3; quick 1)")
     p.add_argument("--no-live", action="store_true", help="skip the live-writer runs")
-    args = p.parse_args()
+    args = c.parse(p)
     files = args.files or (1000 if args.quick else 20_000)
     rounds = args.rounds or (1 if args.quick else 3)
     root = c.workdir(args.dir, "bench-small-")

@@ -79,12 +79,26 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--record", action="store_true", help="write this run's section of bench/RESULTS.md")
     p.add_argument("--keep", action="store_true", help="keep the run's directories (for inspection)")
     p.add_argument(
+        "--drop-caches",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="drop the page cache before cold measurements (root only; default: on, off with --quick)",
+    )
+    p.add_argument(
         "--profile",
         type=Path,
         default=None,
         help="record a py-spy profile of the daemon (collapsed stacks) into this file",
     )
     return p
+
+
+def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the command line and apply the shared options."""
+    global ALLOW_DROP
+    args = p.parse_args()
+    ALLOW_DROP = (not args.quick) if args.drop_caches is None else args.drop_caches
+    return args
 
 
 def command_line() -> str:
@@ -612,9 +626,14 @@ def _is_descendant(pid: int, ancestor: int) -> bool:
 # ----------------------------------------------------------------- page cache, files, timing
 
 
+ALLOW_DROP = True  # set by parse(): --quick runs (CI) leave the machine's page cache alone
+
+
 def drop_caches() -> bool:
-    """sync, then drop the page cache (root only); False if not allowed."""
+    """sync, then drop the page cache (root only); False if not allowed or not wanted."""
     os.sync()
+    if not ALLOW_DROP:
+        return False
     try:
         with open("/proc/sys/vm/drop_caches", "w") as fh:
             fh.write("3\n")
@@ -700,7 +719,7 @@ def fmt(v: Any, digits: int = 3) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A Markdown table (also readable as plain text on a terminal)."""
-    cells = [[fmt(c) for c in r] for r in rows]
+    cells = [[fmt(c).replace("|", "\\|") for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     out = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"]
     out.append("| " + " | ".join("-" * w for w in widths) + " |")

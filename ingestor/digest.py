@@ -110,6 +110,8 @@ def hash_fd(
     offset = 0
     dropped = 0
     while True:
+        if offset >= size and size <= len(buf):
+            break  # a small file read whole: no EOF read (growth shows in the fstat after)
         try:
             n = os.preadv(fd, [buf], offset)
         except OSError as exc:

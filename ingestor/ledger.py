@@ -406,11 +406,11 @@ class Ledger:
     def moved(self, updates: Sequence[MovedUpdate], dedup: Dedup = Dedup.CONTENT) -> None:
         def op(conn: sqlite3.Connection) -> None:
             now = time.time_ns()
+            conn.executemany(
+                "UPDATE files SET state='moved', manifest_floor=?, updated_ns=? WHERE id=?",
+                [(u.manifest_floor, now, u.id) for u in updates],
+            )
             for u in updates:
-                conn.execute(
-                    "UPDATE files SET state='moved', manifest_floor=?, updated_ns=? WHERE id=?",
-                    (u.manifest_floor, now, u.id),
-                )
                 if u.changed is not None:
                     ident, sha = u.changed
                     conn.execute(
@@ -517,17 +517,13 @@ def _plan_one(
     conn: sqlite3.Connection, dests: _Dests, h: Hashed, policy: PlanPolicy, owner: str, now: int
 ) -> PlanResult:
     ident = h.identity
-    if conn.execute(
-        "SELECT 1 FROM files WHERE inode=? AND device=? AND size=? AND mtime_ns=? "
-        f"AND (state IN {_OPEN} OR action = 'kept') LIMIT 1",
-        (ident.inode, ident.device, ident.size, ident.mtime_ns),
-    ).fetchone():
-        return Skip("in flight or kept")
     rel = h.candidate.rel
     key = content_key(h.sha256, rel, policy.dedup)
-    orig = conn.execute(
-        "SELECT c.id, f.state FROM content c JOIN files f ON f.id = c.id WHERE c.key=?", (key,)
-    ).fetchone()
+    # one statement, two index seeks: is this identity live? who holds this content?
+    live, orig_id, orig_state = conn.execute(_PLAN_LOOKUP, (ident.inode, ident.device, ident.size, ident.mtime_ns, key)).fetchone()
+    if live:
+        return Skip("in flight or kept")
+    orig = (orig_id, orig_state) if orig_id is not None else None
     rec_id = str(ulid.ULID.from_timestamp(now / 1e9))
     planned = layout_mod.render(policy.layout, rel, now, h.sha256)
     dest: str | None
@@ -591,6 +587,13 @@ def _plan_one(
     )
 
 
+_PLAN_LOOKUP = (
+    "SELECT EXISTS(SELECT 1 FROM files WHERE inode=? AND device=? AND size=? AND mtime_ns=? "
+    f"AND (state IN {_OPEN} OR action = 'kept')), c.id, f.state "
+    "FROM (SELECT NULL) LEFT JOIN content c ON c.key = ? LEFT JOIN files f ON f.id = c.id"
+)
+
+
 def content_key(sha256: str, rel: str, dedup: Dedup) -> bytes:
     """The dedup key: the content, or the content at one source path."""
     key = bytes.fromhex(sha256)
@@ -640,21 +643,29 @@ class _Dests:
         except FileNotFoundError:
             return None
 
-    def _planned_at_or_below(self, rel: str) -> tuple[bool, bool]:
-        """(a file is planned at rel, a file is planned below rel/): one index range scan."""
-        raw = os.fsencode(rel)
-        rows = self.conn.execute(
-            "SELECT dest_rel FROM files WHERE dest_rel >= ? AND dest_rel < ? AND state != 'abandoned'",
-            (raw, raw + b"0"),  # "0" is the byte after "/": rel itself and everything below it
-        ).fetchall()
-        return any(r[0] == raw for r in rows), any(r[0].startswith(raw + b"/") for r in rows)
+    def _planned_at(self, raw: bytes) -> bool:
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM files WHERE dest_rel = ? AND state != 'abandoned'", (raw,)
+            ).fetchone()
+            is not None
+        )
 
     def _dir_blocked(self, rel: str) -> bool:
         """Can ``rel`` not be (or become) a directory: a non-directory there, or a file planned there?"""
         st = self._lstat(rel)
         if st is not None:
             return not stat_mod.S_ISDIR(st.st_mode)
-        return self._planned_at_or_below(rel)[0]
+        return self._planned_at(os.fsencode(rel))
+
+    def _planned_at_or_below(self, raw: bytes) -> bool:
+        """A file planned at rel or below rel/: two index seeks in one statement."""
+        row = self.conn.execute(
+            "SELECT EXISTS(SELECT 1 FROM files WHERE dest_rel = ? AND state != 'abandoned') "
+            "OR EXISTS(SELECT 1 FROM files WHERE dest_rel >= ? AND dest_rel < ? AND state != 'abandoned')",
+            (raw, raw + b"/", raw + b"0"),  # "0" is the byte after "/": [rel/, rel0) is what lies below rel
+        ).fetchone()
+        return bool(row[0])
 
     def _file_blocked(self, rel: str) -> bool:
         """Is ``rel`` taken: planned, or needed as a directory by a planned file?
@@ -666,5 +677,4 @@ class _Dests:
         """
         if self.check_disk and self._lstat(rel) is not None:
             return True
-        at, below = self._planned_at_or_below(rel)
-        return at or below
+        return self._planned_at_or_below(os.fsencode(rel))

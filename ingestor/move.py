@@ -165,8 +165,33 @@ class Mover:
                 self._drop_temp(rec)
                 return MoveResult(rec, Moved.COLLISION)  # a file sits where a directory goes
             raise
-        dst_st = stat_at(dfd, dst_name)
+        if (
+            src_ok
+            and sfd is not None
+            and src_st is not None
+            and rec.temp is None
+            and src_st.st_nlink == 1
+            and src_st.st_dev == self.warehouse_dev
+        ):
+            # The common case, tried first; the destination is looked at only when it
+            # fails: taken (EEXIST: a collision, or this record's own earlier move),
+            # or the source gone meanwhile (ENOENT), or another filesystem after all.
+            try:
+                rename_noreplace(sfd, src_name, dfd, dst_name)
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOENT, errno.EXDEV):
+                    raise from_oserror("rename", rec.source_rel, exc, source=False) from exc
+                if exc.errno == errno.ENOENT:
+                    src_st = stat_at(sfd, src_name)
+                    src_ok = rec.identity.matches(src_st)
+            else:
+                batch.dirty_src.add(src_dir)
+                batch.dirty_dst.add(dst_dir)
+                if sidecar:
+                    batch.unlinks.append((*sidecar, None))
+                return MoveResult(rec, Moved.MOVED, self._check_after_rename(rec, dfd, dst_name))
 
+        dst_st = stat_at(dfd, dst_name)
         if dst_st is not None:
             self._drop_temp(rec)
             if not self._is_ours(rec, dst_st, dfd, dst_name):
@@ -179,21 +204,6 @@ class Mover:
         if not src_ok or sfd is None or src_st is None:
             self._drop_temp(rec)
             return MoveResult(rec, Moved.VANISHED if src_st is None else Moved.CHANGED)
-
-        if rec.temp is None and src_st.st_nlink == 1 and src_st.st_dev == self.warehouse_dev:
-            try:
-                rename_noreplace(sfd, src_name, dfd, dst_name)
-            except OSError as exc:
-                if exc.errno == errno.EEXIST:
-                    return MoveResult(rec, Moved.COLLISION)
-                if exc.errno != errno.EXDEV:
-                    raise from_oserror("rename", rec.source_rel, exc, source=False) from exc
-            else:
-                batch.dirty_src.add(src_dir)
-                batch.dirty_dst.add(dst_dir)
-                if sidecar:
-                    batch.unlinks.append((*sidecar, None))
-                return MoveResult(rec, Moved.MOVED, self._check_after_rename(rec, dfd, dst_name))
 
         temp = rec.temp or self._copy(sfd, src_name, rec)
         if temp is None:

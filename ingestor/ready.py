@@ -33,6 +33,7 @@ import heapq
 import os
 import stat as stat_mod
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -97,8 +98,11 @@ class Readiness:
         self.clock = clock
         self.pending: dict[str, Pending] = {}
         self._heap: list[tuple[float, str]] = []
-        self.ready: dict[str, Candidate] = {}  # insertion-ordered: oldest first
+        # oldest first; an OrderedDict because taking from the front of a plain dict
+        # that had many deletions walks over their holes (quadratic at 10k files)
+        self.ready: OrderedDict[str, Candidate] = OrderedDict()
         self.busy: set[str] = set()  # handed to a worker, not finished (owned by the daemon)
+        self.hinted_busy: set[str] = set()  # busy paths an event named meanwhile
         # rel → (inode, size, mtime, ctime) of a file not to look at again until it changes
         # (rejected input, dry-run reports)
         self.settled: dict[str, tuple[int, int, int, int]] = {}
@@ -182,6 +186,10 @@ class Readiness:
 
     def _schedule(self, rel: str, due: float, now: float, *, from_event: bool) -> None:
         if rel in self.busy:
+            # a worker has this path; something happened to it (a new file under the same
+            # name, right after the old one landed): look again once the worker lets go
+            if from_event:
+                self.hinted_busy.add(rel)
             return
         if rel in self.ready:
             if not from_event:
@@ -323,12 +331,13 @@ class Readiness:
         """Up to ``max_files`` ready candidates (at least one), at most ``max_bytes`` in all."""
         batch: list[Candidate] = []
         total = 0
-        for rel in list(self.ready):
-            cand = self.ready[rel]
+        ready = self.ready
+        while ready:
+            cand = ready[next(iter(ready))]
             if batch and (len(batch) >= max_files or total + cand.size > max_bytes):
                 break
-            del self.ready[rel]
-            self.busy.add(rel)
+            ready.popitem(last=False)
+            self.busy.add(cand.rel)
             batch.append(cand)
             total += cand.size
         if not self.ready:
@@ -338,6 +347,9 @@ class Readiness:
     def release(self, rels: Iterable[str]) -> None:
         for rel in rels:
             self.busy.discard(rel)
+            if rel in self.hinted_busy:
+                self.hinted_busy.discard(rel)
+                self.hint(rel)
         self._wake.set()
         self.progress.set()
 

@@ -416,3 +416,13 @@ def test_replay_progress_bar_on_a_terminal(env: Env) -> None:
     assert res.returncode == 0, res.stdout
     assert "25/25 files" in res.stdout and "100.0 kB" in res.stdout  # files, bytes
     assert '"event":"file_ingested"' in res.stdout  # log lines still shown, above the bar
+
+
+def test_same_name_resent_right_after_landing_is_seen_at_once(env: Env, daemon) -> None:
+    """The event for a new file under a name still held by a worker must not be lost
+    (found: it waited for the next full scan)."""
+    daemon(stability="0.1")  # scans only every 30 s: events must do it
+    for i in range(8):
+        (env.landing / "same.csv").write_bytes(f"version {i}\n".encode())
+        wait_for(lambda i=i: landed(env, i + 1), 5, f"version {i}")
+    assert len({r.sha256 for r in env.ingested()}) == 8

@@ -551,15 +551,20 @@ class Daemon:
     async def _heartbeat(self) -> None:
         """The periodic metrics line and the systemd watchdog ping."""
         wd = systemd.watchdog_interval()
-        interval = min(x for x in (self.s.metrics_interval or None, wd, 3600.0) if x)
-        last_metrics = time.monotonic()
+        every = self.s.metrics_interval
+        now = time.monotonic()
+        next_wd = now + wd if wd else None
+        next_metrics = now + every if every else None
         while True:
-            await asyncio.sleep(interval)
-            if wd:
-                systemd.notify("WATCHDOG=1")
+            # two independent deadlines: the watchdog ping must not stretch the metrics period
+            due = min(t for t in (next_wd, next_metrics, now + 3600.0) if t is not None)
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
             now = time.monotonic()
-            if self.s.metrics_interval and now - last_metrics >= self.s.metrics_interval - 1e-3:
-                last_metrics = now
+            if next_wd is not None and wd and now >= next_wd - 1e-3:
+                systemd.notify("WATCHDOG=1")
+                next_wd = now + wd
+            if next_metrics is not None and every and now >= next_metrics - 1e-3:
+                next_metrics += every
                 r = self.readiness
                 self.log.info(
                     "metrics",

@@ -194,12 +194,6 @@ def test_serve_stops_and_frees_the_port(metrics: Metrics, port: int) -> None:
         s.bind(("127.0.0.1", port))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: daemon._heartbeat sleeps min(metrics_interval, watchdog/2) and logs `metrics` only when a "
-    "whole metrics_interval has passed at a tick, so with a watchdog the lines come every "
-    "ceil(metrics_interval / tick) ticks: 60 s instead of 45 s with WatchdogSec=60 and metrics_interval=45",
-)
 def test_metrics_line_keeps_its_interval_under_a_watchdog(env: Env, daemon) -> None:
     # watchdog ticks every 0.4 s; metrics every 0.6 s would need ticks at 0.6, 1.2, ...
     d = daemon("--metrics-interval", "0.6", environ={"WATCHDOG_USEC": "800000"})

@@ -256,12 +256,15 @@ def report(results: dict[str, Any], neighbours: str, size: int, args: Any, meta:
             "Page cache dropped before every measured run (ingestor and references); a tmpfs source "
             "is in memory regardless."
             if dropped
-            else "The page cache could NOT be dropped (not root): the file was warm for every run."
+            else "The page cache was NOT dropped (`--no-drop-caches`, or not root): the file was warm for every run."
         )
         + f"\n\n{tab}\n\nThe same-filesystem reference is hashlib over an in-memory buffer; the read+hash "
         f"loop (one thread, 1 MiB reads, cold cache) over the same file ran at "
         f"{same['hashlib_read_mb_s']:,.0f} MB/s.\n\nDuring the run: {neighbours}.\n"
     )
+    if args.profile:
+        body += "\nSame-filesystem run. " + c.profile_md(args.profile)
+        print("\n" + c.profile_md(args.profile))
     c.finish(
         c.Result(
             "large_file", "2. Large-file throughput", results | {"neighbours": neighbours}, body, targets

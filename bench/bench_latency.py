@@ -177,6 +177,9 @@ def main() -> None:
         "thread to the manifest line seen by an inotify-woken reader in the same process.\n\n"
         f"{tab}\n\nDuring the run: {neighbours}.\n"
     )
+    if args.profile:
+        body += "\n" + c.profile_md(args.profile)
+        print("\n" + c.profile_md(args.profile))
     data = {"rate": args.rate, "seconds": seconds, "window": window, "runs": runs, "neighbours": neighbours}
     c.finish(c.Result("latency", "3. Latency", data, body, targets), args, meta)
 

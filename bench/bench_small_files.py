@@ -208,6 +208,9 @@ def main() -> None:
         f"rename per file and one fsync per directory at the end: **{floor:,.0f} files/s**.\n\n"
         f"During the run: {neighbours}.\n"
     )
+    if args.profile:
+        body += "\n" + c.profile_md(args.profile)
+        print("\n" + c.profile_md(args.profile))
     data = {"files": files, "rounds": rounds, "runs": runs, "floors": floors, "neighbours": neighbours}
     c.finish(c.Result("small_files", "1. Small-file throughput", data, body, targets), args, meta)
 

@@ -339,31 +339,75 @@ class DaemonProcess:
         ]
 
 
-def summarize_profile(path: Path, top: int = 12) -> list[tuple[str, float]]:
-    """Share of samples per innermost ingestor/stdlib frame in a py-spy raw (collapsed) profile."""
-    counts: dict[str, int] = {}
+IDLE_LEAVES = (
+    "Condition.wait",
+    "EpollSelector.select",
+    "_worker (concurrent/futures/thread.py",
+    "Ledger._run",
+)
+
+
+def summarize_profile(path: Path, top: int = 12) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """From a py-spy raw (collapsed) profile: (busiest innermost frames, busiest threads), in % of busy samples.
+
+    Samples whose innermost frame is a wait (a condition, the event loop's
+    select, an idle pool worker, the ledger writer's queue) are left out.
+    """
+    leaves: dict[str, int] = {}
+    threads: dict[str, int] = {}
     total = 0
     try:
         text = path.read_text(errors="replace")
     except OSError:
-        return []
+        return [], []
     for line in text.splitlines():
         stack, _, n = line.rpartition(" ")
         if not n.isdigit():
             continue
         frames = stack.split(";")
+        if any(frames[-1].startswith(idle) for idle in IDLE_LEAVES):
+            continue
         total += int(n)
-        # the innermost frame that is ours says where our code spends it; else the innermost frame
-        leaf = frames[-1]
-        for f in reversed(frames):
-            if "ingestor/" in f or "simulate/" in f:
-                leaf = f
-                break
-        counts[leaf] = counts.get(leaf, 0) + int(n)
+        leaves[frames[-1]] = leaves.get(frames[-1], 0) + int(n)
+        name = re.sub(r"^thread \(\d+\): ?", "", frames[0]) or "unnamed"
+        name = re.sub(r"_\d+$", "_N", name)  # worker_0..worker_4 → worker_N
+        threads[name] = threads.get(name, 0) + int(n)
     if not total:
-        return []
-    ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
-    return [(name, 100.0 * n / total) for name, n in ranked]
+        return [], []
+
+    def ranked(d: dict[str, int], k: int) -> list[tuple[str, float]]:
+        return [(name, 100.0 * v / total) for name, v in sorted(d.items(), key=lambda kv: -kv[1])[:k]]
+
+    return ranked(leaves, top), ranked(threads, 6)
+
+
+def _source(frame: str) -> str:
+    """The text of a frame's line, read now (right after the run: the line numbers still match)."""
+    m = re.search(r"\((ingestor/[\w/]+\.py):(\d+)\)", frame)
+    if not m:
+        return ""
+    try:
+        lines = (REPO / m.group(1)).read_text().splitlines()
+        return "`" + lines[int(m.group(2)) - 1].strip()[:70].replace("`", "'") + "`"
+    except (OSError, IndexError):
+        return ""
+
+
+def profile_md(path: Path, top: int = 12) -> str:
+    """A Markdown summary of a py-spy profile (empty if there is none)."""
+    leaves, threads = summarize_profile(path, top)
+    if not leaves:
+        return ""
+    return (
+        "py-spy profile of the daemon (busy samples only; idle waits left out):\n\n"
+        + table(["thread", "% of busy samples"], [[n, f"{p:.1f}"] for n, p in threads])
+        + "\n\n"
+        + table(
+            ["innermost frame", "source line", "% of busy samples"],
+            [[n, _source(n), f"{p:.1f}"] for n, p in leaves],
+        )
+        + "\n"
+    )
 
 
 # ----------------------------------------------------------------- following the manifest

@@ -5,28 +5,28 @@
     .venv/bin/python bench/bench_large_file.py --record   # and write bench/RESULTS.md
 
 One file of non-zero data (four random 16 MiB blocks repeated), written once
-and fsynced, travels through three daemons, each on a fresh ledger:
+and fsynced, travels through fresh daemons (each on its own ledger):
 
-1. same filesystem: landing and warehouse on the disk (``--dir``): hash, then rename;
-2. disk → /dev/shm: landing on the disk, warehouse on tmpfs: copy while hashing;
-3. /dev/shm → disk: landing on tmpfs, warehouse on the disk: copy while hashing,
-   fdatasync, rename, fsync.
+- same filesystem: landing and warehouse on the disk (``--dir``): hash, then
+  rename; once with the file cold (page cache dropped: ``sync; echo 3 >
+  /proc/sys/vm/drop_caches``, root only) and once warm (read just before);
+- disk → /dev/shm (warehouse on tmpfs: copy while hashing), cold and warm;
+- /dev/shm → disk (copy while hashing, fdatasync, rename, fsync): a tmpfs
+  source is in memory either way, so once.
 
 Ledger and manifests stay on the disk. "Ready" is exact: the daemons run in
-sidecar mode (``--mode sidecar``), the file is renamed into the landing dir
-first (not ready: no sidecar), the page cache is dropped (``sync; echo 3 >
-/proc/sys/vm/drop_caches``, root only; a tmpfs source stays in memory by
-nature), then ``<file>.ok`` is created: MB/s = size / (sidecar created → its
-manifest line seen). Between runs the file is renamed back (same filesystem),
-so it is written only once.
+sidecar mode (``--mode sidecar``); the file is renamed into the landing dir
+first (not ready: no sidecar), its cache state is set, then ``<file>.ok`` is
+created: MB/s = size / (sidecar created → its manifest line seen). Between
+runs the file is renamed back onto the next run's source filesystem, so it is
+written only once.
 
-References, measured in the same run on the same file with the page cache in
-the same state:
+References, in the same run, on the same file, in the same cache state:
 - same filesystem: SHA-256 with ``hashlib`` on one core over an in-memory
-  buffer (the target's reference), and a plain loop reading the file (1 MiB
-  reads, cold cache) and hashing it on one core;
+  buffer (the target's reference), and a plain one-thread loop reading the
+  file (1 MiB reads) and hashing it;
 - across filesystems: ``cp SRC DST`` then ``sync`` (one command line, timed
-  together), the copy then removed.
+  together); the copy is removed after.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ NAME = "big.bin"
 
 
 def hashlib_memory(total: int) -> float:
+    """SHA-256 with hashlib on one core, 1 MiB updates over an in-memory buffer: MB/s."""
     buf = os.urandom(c.MiB)
     h = hashlib.sha256()
     t0 = time.perf_counter()
@@ -55,9 +56,20 @@ def hashlib_memory(total: int) -> float:
     return max(1, total // c.MiB) * c.MiB / (time.perf_counter() - t0) / c.MB
 
 
-def hashlib_file(path: Path, dropped: bool) -> tuple[float, str]:
-    if dropped:
-        c.drop_caches()
+def set_cache(path: Path, cache: str) -> bool:
+    """Put ``path`` in the page cache state ``cache`` (cold: dropped; warm: read once); True if done."""
+    if cache == "cold":
+        return c.drop_caches()
+    with open(path, "rb", buffering=0) as fh:
+        buf = bytearray(16 * c.MiB)
+        while fh.readinto(buf):
+            pass
+    return True
+
+
+def hashlib_file(path: Path, cache: str) -> tuple[float, str]:
+    """A plain read + hash loop over ``path`` on one thread (1 MiB reads): MB/s and the sha256."""
+    set_cache(path, cache)
     size = path.stat().st_size
     h = hashlib.sha256()
     t0 = time.perf_counter()
@@ -70,19 +82,27 @@ def hashlib_file(path: Path, dropped: bool) -> tuple[float, str]:
     return size / (time.perf_counter() - t0) / c.MB, sha
 
 
-def cp_sync(src: Path, dst_dir: Path, dropped: bool) -> float:
+def cp_sync(src: Path, dst_dir: Path, cache: str) -> float:
+    """``cp SRC DST && sync``, timed as one command: MB/s (the copy is removed after)."""
     dst = dst_dir / "cp-reference.bin"
-    if dropped:
-        c.drop_caches()
+    set_cache(src, cache)
     t0 = time.perf_counter()
     subprocess.run(["sh", "-c", 'cp -- "$1" "$2" && sync', "sh", str(src), str(dst)], check=True)
     elapsed = time.perf_counter() - t0
     dst.unlink()
+    os.sync()
     return src.stat().st_size / elapsed / c.MB
 
 
 def land_once(
-    root: Path, staged: Path, sha: str, *, landing_root: Path, warehouse_root: Path, profile: Path | None
+    root: Path,
+    staged: Path,
+    sha: str,
+    *,
+    landing_root: Path,
+    warehouse_root: Path,
+    cache: str,
+    profile: Path | None,
 ) -> dict[str, Any]:
     """Rename ``staged`` into a fresh daemon's landing dir, create the sidecar, time until its manifest line."""
     lay = c.Layout.under(root, landing_root=landing_root, warehouse_root=warehouse_root)
@@ -93,7 +113,7 @@ def land_once(
             d.start_profile(profile)
         with c.ManifestTail(lay.manifests, keep=True) as tail:
             os.rename(staged, lay.landing / NAME)
-            dropped = c.drop_caches()
+            cache_set = set_cache(lay.landing / NAME, cache)
             time.sleep(0.2)  # let the daemon see (and set aside) the file without its sidecar
             cpu0 = d.cpu_seconds()
             t0 = time.monotonic()
@@ -120,7 +140,7 @@ def land_once(
         "mb_s": size / elapsed / c.MB,
         "daemon_cpu_s": cpu,
         "peak_rss_mb": d.peak_rss_kb / 1024,
-        "cache_dropped": dropped,
+        "cache": cache if cache_set else "warm (not dropped)",
         "landed": landed,
     }
 
@@ -147,40 +167,44 @@ def main() -> None:
             t0 = time.monotonic()
             sha = c.write_random_file(src, size)
             print(f"  written in {time.monotonic() - t0:.1f} s")
-            mem = hashlib_memory(min(size, 1024 * c.MiB))
-            read_hash, got = hashlib_file(src, dropped=True)
-            if got != sha:
-                raise c.BenchError("the file does not read back as written")
-            same = land_once(
-                disk / "same", src, sha, landing_root=disk / "same", warehouse_root=disk / "same",
-                profile=args.profile,
-            )  # fmt: skip
-            os.rename(same.pop("landed"), src)  # back to the staging dir (same filesystem)
-            results["same_fs"] = {**same, "hashlib_memory_mb_s": mem, "hashlib_read_mb_s": read_hash}
-            print(
-                f"  same fs:      {same['mb_s']:7,.0f} MB/s   hashlib one core {mem:,.0f} MB/s "
-                f"(read+hash loop, cold: {read_hash:,.0f} MB/s)"
-            )
-            if shm is not None:
-                ref = cp_sync(src, shm, dropped=True)
-                run = land_once(
-                    disk / "to-shm", src, sha, landing_root=disk / "to-shm", warehouse_root=shm / "to-shm",
-                    profile=None,
+            results["hashlib_memory_mb_s"] = hashlib_memory(min(size, 1024 * c.MiB))
+            print(f"  hashlib, one core, in memory: {results['hashlib_memory_mb_s']:,.0f} MB/s")
+
+            def land(key: str, label: str, staged: Path, landing: Path, warehouse: Path, cache: str,
+                     ref_name: str, ref: float, profile: Path | None = None) -> Path:  # fmt: skip
+                r = land_once(
+                    disk / key, staged, sha, landing_root=landing, warehouse_root=warehouse,
+                    cache=cache, profile=profile,
                 )  # fmt: skip
+                landed = r.pop("landed")
+                results[key] = {**r, "label": label, "reference": ref_name, "reference_mb_s": ref}
+                print(f"  {label:24s} {r['mb_s']:7,.0f} MB/s   {ref_name} {ref:,.0f} MB/s")
+                return Path(landed)
+
+            for cache in ("cold", "warm"):
+                ref, got = hashlib_file(src, cache)
+                if got != sha:
+                    raise c.BenchError("the file does not read back as written")
+                results[f"read_hash_{cache}_mb_s"] = ref
+                key = f"same_fs_{cache}"
+                landed = land(key, f"same fs, {cache}", src, disk / key, disk / key, cache,
+                              f"read+hash loop ({cache})", ref, args.profile if cache == "warm" else None)  # fmt: skip
+                os.rename(landed, src)  # back to the staging dir (same filesystem)
+            if shm is not None:
                 shm_stage = shm / "staging"
                 shm_stage.mkdir()
-                moved = shm_stage / NAME
-                os.rename(run.pop("landed"), moved)  # now on tmpfs: the source of the last run
-                results["disk_to_shm"] = {**run, "cp_sync_mb_s": ref}
-                print(f"  disk -> shm:  {run['mb_s']:7,.0f} MB/s   cp+sync {ref:,.0f} MB/s")
-                ref2 = cp_sync(moved, disk, dropped=True)
-                run2 = land_once(
-                    disk / "from-shm", moved, sha, landing_root=shm / "from-shm", warehouse_root=disk / "from-shm",
-                    profile=None,
-                )  # fmt: skip
-                run2.pop("landed")
-                results["shm_to_disk"] = {**run2, "cp_sync_mb_s": ref2}
-                print(f"  shm -> disk:  {run2['mb_s']:7,.0f} MB/s   cp+sync {ref2:,.0f} MB/s")
+                on_shm = shm_stage / NAME
+                ref = cp_sync(src, shm, "cold")
+                landed = land("disk_to_shm_cold", "disk → /dev/shm, cold", src, disk / "d2s-cold",
+                              shm / "d2s-cold", "cold", "cp + sync (cold)", ref)  # fmt: skip
+                os.rename(landed, on_shm)
+                ref = cp_sync(on_shm, disk, "warm")
+                landed = land("shm_to_disk", "/dev/shm → disk", on_shm, shm / "s2d", disk / "s2d", "warm",
+                              "cp + sync", ref)  # fmt: skip
+                os.rename(landed, src)
+                ref = cp_sync(src, shm, "warm")
+                land("disk_to_shm_warm", "disk → /dev/shm, warm", src, disk / "d2s-warm", shm / "d2s-warm",
+                     "warm", "cp + sync (warm)", ref)  # fmt: skip
         neighbours = nb.describe()
     finally:
         if not args.keep:
@@ -190,80 +214,67 @@ def main() -> None:
     report(results, neighbours, size, args, meta)
 
 
+KEYS = ("same_fs_cold", "same_fs_warm", "disk_to_shm_cold", "disk_to_shm_warm", "shm_to_disk")
+
+
 def report(results: dict[str, Any], neighbours: str, size: int, args: Any, meta: dict[str, Any]) -> None:
-    same = results["same_fs"]
-    rows: list[list[Any]] = [
-        [
-            "same filesystem (disk)",
-            same["mb_s"],
-            f"hashlib one core {same['hashlib_memory_mb_s']:,.0f} MB/s",
-            same["mb_s"] / same["hashlib_memory_mb_s"],
-            same["mb_s"] / same["hashlib_read_mb_s"],
-            same["daemon_cpu_s"],
-            same["peak_rss_mb"],
-        ]
-    ]
-    targets = [
-        c.Target(
-            "large file, same filesystem",
-            "≥ 90% of one-core hashlib SHA-256",
-            f"{same['mb_s']:,.0f} MB/s = {same['mb_s'] / same['hashlib_memory_mb_s']:.0%} of "
-            f"{same['hashlib_memory_mb_s']:,.0f} MB/s",
-            same["mb_s"] >= 0.9 * same["hashlib_memory_mb_s"],
-        )
-    ]
-    for key, label in (("disk_to_shm", "disk → /dev/shm"), ("shm_to_disk", "/dev/shm → disk")):
+    mem = results["hashlib_memory_mb_s"]
+    rows: list[list[Any]] = []
+    targets: list[c.Target] = []
+    for key in KEYS:
         r = results.get(key)
         if r is None:
-            targets.append(
-                c.Target(f"large file, {label}", "≥ 90% of cp + sync", "no other filesystem", None)
-            )
             continue
-        ratio = r["mb_s"] / r["cp_sync_mb_s"]
+        same = key.startswith("same")
+        ratio = r["mb_s"] / r["reference_mb_s"]
         rows.append(
             [
-                label,
-                r["mb_s"],
-                f"cp + sync {r['cp_sync_mb_s']:,.0f} MB/s",
-                ratio,
-                "",
-                r["daemon_cpu_s"],
-                r["peak_rss_mb"],
+                r["label"], r["mb_s"], f"{r['reference']} {r['reference_mb_s']:,.0f} MB/s", f"{ratio:.0%}",
+                f"{r['mb_s'] / mem:.0%}" if same else "", r["daemon_cpu_s"], r["peak_rss_mb"], r["cache"],
             ]
-        )
-        targets.append(
-            c.Target(
-                f"large file, {label}",
-                "≥ 90% of cp + sync",
-                f"{r['mb_s']:,.0f} MB/s = {ratio:.0%} of {r['cp_sync_mb_s']:,.0f} MB/s",
-                ratio >= 0.9,
+        )  # fmt: skip
+        if same:
+            targets.append(
+                c.Target(
+                    f"large file, {r['label']}",
+                    "≥ 90% of one-core hashlib SHA-256",
+                    f"{r['mb_s']:,.0f} MB/s = {r['mb_s'] / mem:.0%} of {mem:,.0f} MB/s "
+                    f"(read+hash loop: {ratio:.0%})",
+                    r["mb_s"] >= 0.9 * mem,
+                )
             )
+        else:
+            targets.append(
+                c.Target(
+                    f"large file, {r['label']}",
+                    "≥ 90% of cp + sync",
+                    f"{r['mb_s']:,.0f} MB/s = {ratio:.0%} of {r['reference_mb_s']:,.0f} MB/s",
+                    ratio >= 0.9,
+                )
+            )
+    if not any(k.startswith("disk_to") for k in results):
+        targets.append(
+            c.Target("large file, across filesystems", "≥ 90% of cp + sync", "no other filesystem", None)
         )
     headers = [
-        "path", "ingestor MB/s (ready → landed)", "reference (same run)", "ratio to reference",
-        "ratio to a read+hash loop (cold)", "daemon CPU s", "peak RSS MB",
+        "path, page cache", "ingestor MB/s (ready → landed)", "reference (same run, same cache state)",
+        "ratio to reference", "ratio to hashlib in memory", "daemon CPU s", "peak RSS MB", "cache",
     ]  # fmt: skip
     tab = c.table(headers, rows)
     print()
     print(tab)
     print(f"\nduring the run: {neighbours}")
-    dropped = same["cache_dropped"]
     body = (
         f"One file of {size / c.MiB:,.0f} MiB (non-zero data), daemon flags `{' '.join(FLAGS)}` "
         "(ready = the `.ok` sidecar is created; the file was renamed in beforehand), ledger and "
-        "manifests on the disk. "
-        + (
-            "Page cache dropped before every measured run (ingestor and references); a tmpfs source "
-            "is in memory regardless."
-            if dropped
-            else "The page cache was NOT dropped (`--no-drop-caches`, or not root): the file was warm for every run."
-        )
-        + f"\n\n{tab}\n\nThe same-filesystem reference is hashlib over an in-memory buffer; the read+hash "
-        f"loop (one thread, 1 MiB reads, cold cache) over the same file ran at "
-        f"{same['hashlib_read_mb_s']:,.0f} MB/s.\n\nDuring the run: {neighbours}.\n"
+        "manifests on the disk. Each path is measured with the source cold (page cache dropped: "
+        "`sync; echo 3 > /proc/sys/vm/drop_caches`) and warm (read once just before), the "
+        "reference in the same state; a tmpfs source is in memory either way, so /dev/shm → disk "
+        "runs once. hashlib SHA-256 on one core over an in-memory buffer, same run: "
+        f"**{mem:,.0f} MB/s**.\n\n{tab}\n\nDuring the run: {neighbours}.\n"
     )
     if args.profile:
-        body += "\nSame-filesystem run. " + c.profile_md(args.profile)
+        body += "\nSame-filesystem warm run. " + c.profile_md(args.profile)
         print("\n" + c.profile_md(args.profile))
     c.finish(
         c.Result(

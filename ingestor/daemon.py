@@ -262,6 +262,7 @@ class Daemon:
             ignore_suffixes=s.ignore_suffixes,
             log=self.log,
             one_shot=self.one_shot,
+            count_problem=self.metrics.error,
         )
         r = self.readiness
         self.metrics.bind_gauges(
@@ -481,6 +482,8 @@ class Daemon:
                 self.stats.landed + self.stats.duplicates + self.stats.failed,
                 self.stats.done_bytes,
             )
+        for _ in out.vanished:
+            self.metrics.error("vanished")
         for cand in out.deferred:
             r.retry(cand.rel, DEFER_SECONDS)
         for rel in out.changed:

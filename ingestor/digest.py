@@ -102,7 +102,8 @@ def hash_fd(
 ) -> str:
     """SHA-256 of ``fd`` from offset 0; every chunk is also written to ``sink`` if given."""
     h = hashlib.sha256()
-    buf = bytearray(BUFFER_SIZE if size >= BUFFER_SIZE else max(size, 4096))
+    # a small file fits with a byte to spare: its one read comes back short, which is EOF
+    buf = bytearray(BUFFER_SIZE if size >= BUFFER_SIZE else max(size + 1, 4096))
     view = memoryview(buf)
     drop = size > DROP_CACHE_ABOVE
     if drop:
@@ -110,8 +111,6 @@ def hash_fd(
     offset = 0
     dropped = 0
     while True:
-        if offset >= size and size <= len(buf):
-            break  # a small file read whole: no EOF read (growth shows in the fstat after)
         try:
             n = os.preadv(fd, [buf], offset)
         except OSError as exc:
@@ -134,6 +133,8 @@ def hash_fd(
             dropped = offset
         if stop is not None and stop.is_set():
             raise Stopping(name)
+        if n < len(buf) and offset >= size:
+            break  # a short read past the expected size is EOF: no extra read to learn it
     return h.hexdigest()
 
 

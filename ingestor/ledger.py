@@ -81,6 +81,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS files_dest ON files(dest_rel)
 CREATE INDEX IF NOT EXISTS files_live_identity ON files(inode, device, size, mtime_ns)
     WHERE state IN {_OPEN} OR action = 'kept';
 CREATE INDEX IF NOT EXISTS files_open ON files(owner) WHERE state IN {_OPEN};
+CREATE INDEX IF NOT EXISTS files_problem ON files(state, status, note)
+    WHERE state = 'abandoned' OR status = 'duplicate';
 CREATE TABLE IF NOT EXISTS content(key BLOB PRIMARY KEY, id TEXT NOT NULL) WITHOUT ROWID;
 """
 

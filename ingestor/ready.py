@@ -86,6 +86,7 @@ class Readiness:
         log: Any,
         one_shot: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        count_problem: Callable[[str], None] | None = None,
     ) -> None:
         self.landing = landing
         self.mode = mode
@@ -96,6 +97,7 @@ class Readiness:
         self.log = log
         self.one_shot = one_shot
         self.clock = clock
+        self.count_problem = count_problem or (lambda kind: None)
         self.pending: dict[str, Pending] = {}
         self._heap: list[tuple[float, str]] = []
         # oldest first; an OrderedDict because taking from the front of a plain dict
@@ -244,6 +246,7 @@ class Readiness:
         if st is not None and not stat_mod.S_ISREG(st.st_mode):
             if self.settle(rel, settle_key(st)):
                 self.log.warning("file_rejected", path=str(self.landing / rel), cause=_kind(st.st_mode))
+                self.count_problem("bad_input")
             return Verdict.DROP, 0.0, None
         if self.mode is Mode.SIDECAR:
             if sc is None or not stat_mod.S_ISREG(sc.st_mode):
@@ -317,6 +320,7 @@ class Readiness:
         sc = rel + self.sidecar_suffix
         if (self.one_shot or p.waits >= 1) and sc not in self.orphans:
             self.orphans.add(sc)
+            self.count_problem("sidecar_orphan")
             self.log.warning(
                 "sidecar_orphan",
                 path=str(self.landing / sc),

@@ -241,7 +241,10 @@ def run_tool(name: str, master: Path, root: Path, files: int, stall: float) -> d
         "finished": finished,
         "seconds": elapsed,
         "files_per_s": files / elapsed if finished else float("nan"),
-        "done": r.progress() if name == "rclone" else last if not finished else files,
+        "done": files if finished else last,
+        # an unfinished tool: its pace while it still made progress
+        "files_per_s_while_working": (files if finished else last)
+        / max(1e-9, (t_end if finished else last_change) - t0),
         "landed": landed,
         "left_in_landing": left,
         "cpu_s": cpu,
@@ -333,7 +336,10 @@ def report(
             figure = f"{r['files_per_s']:,.0f}"
             ratio = f"{base / r['files_per_s']:.1f}x" if base else "n/a"
         else:
-            figure = f"did not finish ({r['landed']:,} landed, {r['left_in_landing']:,} left)"
+            figure = (
+                f"did not finish: {r['landed']:,} landed, {r['left_in_landing']:,} never moved "
+                f"(pace while working: {r['files_per_s_while_working']:,.0f}/s)"
+            )
             ratio = "n/a"
         rows.append(
             [

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -149,16 +150,21 @@ def main() -> None:
     p = c.parser(__doc__)
     p.add_argument("--size", type=int, default=None, help="bytes (default 4 GiB; quick 64 MiB)")
     p.add_argument("--shm", type=Path, default=Path("/dev/shm"), help="the other filesystem (tmpfs)")
+    p.add_argument(
+        "--repeat", type=int, default=None, help="runs of each path, median kept (default 3; quick 1)"
+    )
     args = c.parse(p)
     size = args.size or ((64 if args.quick else 4096) * c.MiB)
+    repeat = args.repeat or (1 if args.quick else 3)
     disk = c.workdir(args.dir, "bench-large-")
     shm = c.workdir(args.shm, "bench-large-") if args.shm.is_dir() else None
     if shm is not None and os.stat(shm).st_dev == os.stat(disk).st_dev:
         c.remove_tree(shm)
         shm = None
     meta = c.machine({"disk": disk, **({"other fs": shm} if shm else {})})
-    print(f"large file: {size / c.MiB:,.0f} MiB; disk {disk}; other fs {shm or 'none'}")
-    results: dict[str, Any] = {"size": size}
+    print(f"large file: {size / c.MiB:,.0f} MiB x {repeat}; disk {disk}; other fs {shm or 'none'}")
+    samples: dict[str, list[dict[str, Any]]] = {}
+    hashlib_mem: list[float] = []
     try:
         with c.Neighbours() as nb:
             disk_stage = disk / "staging"
@@ -167,50 +173,71 @@ def main() -> None:
             t0 = time.monotonic()
             sha = c.write_random_file(src, size)
             print(f"  written in {time.monotonic() - t0:.1f} s")
-            results["hashlib_memory_mb_s"] = hashlib_memory(min(size, 1024 * c.MiB))
-            print(f"  hashlib, one core, in memory: {results['hashlib_memory_mb_s']:,.0f} MB/s")
+            runs = iter(range(1_000_000))
 
             def land(key: str, label: str, staged: Path, landing: Path, warehouse: Path, cache: str,
-                     ref_name: str, ref: float, profile: Path | None = None) -> Path:  # fmt: skip
+                     ref_name: str, ref: float, dest: Path, profile: Path | None = None) -> None:  # fmt: skip
+                """One ingestor run after its reference; the file ends at ``dest`` (same fs as it landed)."""
+                n = next(runs)
                 r = land_once(
-                    disk / key, staged, sha, landing_root=landing, warehouse_root=warehouse,
-                    cache=cache, profile=profile,
+                    disk / f"run{n}", staged, sha, landing_root=landing / f"run{n}",
+                    warehouse_root=warehouse / f"run{n}", cache=cache, profile=profile,
                 )  # fmt: skip
-                landed = r.pop("landed")
-                results[key] = {**r, "label": label, "reference": ref_name, "reference_mb_s": ref}
+                os.rename(r.pop("landed"), dest)
+                for d in {disk / f"run{n}", landing / f"run{n}", warehouse / f"run{n}"}:
+                    c.remove_tree(d)
+                samples.setdefault(key, []).append(
+                    {**r, "label": label, "reference": ref_name, "reference_mb_s": ref}
+                )
                 print(f"  {label:24s} {r['mb_s']:7,.0f} MB/s   {ref_name} {ref:,.0f} MB/s")
-                return Path(landed)
 
-            for cache in ("cold", "warm"):
-                ref, got = hashlib_file(src, cache)
-                if got != sha:
-                    raise c.BenchError("the file does not read back as written")
-                results[f"read_hash_{cache}_mb_s"] = ref
-                key = f"same_fs_{cache}"
-                landed = land(key, f"same fs, {cache}", src, disk / key, disk / key, cache,
-                              f"read+hash loop ({cache})", ref, args.profile if cache == "warm" else None)  # fmt: skip
-                os.rename(landed, src)  # back to the staging dir (same filesystem)
+            for i in range(repeat):
+                hashlib_mem.append(hashlib_memory(min(size, 1024 * c.MiB)))
+                print(f"  hashlib, one core, in memory: {hashlib_mem[-1]:,.0f} MB/s")
+                for cache in ("cold", "warm"):
+                    ref, got = hashlib_file(src, cache)
+                    if got != sha:
+                        raise c.BenchError("the file does not read back as written")
+                    prof = args.profile if (cache == "warm" and i == 0) else None
+                    land(f"same_fs_{cache}", f"same fs, {cache}", src, disk, disk, cache,
+                         f"read+hash loop ({cache})", ref, src, prof)  # fmt: skip
             if shm is not None:
-                shm_stage = shm / "staging"
-                shm_stage.mkdir()
-                on_shm = shm_stage / NAME
-                ref = cp_sync(src, shm, "cold")
-                landed = land("disk_to_shm_cold", "disk → /dev/shm, cold", src, disk / "d2s-cold",
-                              shm / "d2s-cold", "cold", "cp + sync (cold)", ref)  # fmt: skip
-                os.rename(landed, on_shm)
-                ref = cp_sync(on_shm, disk, "warm")
-                landed = land("shm_to_disk", "/dev/shm → disk", on_shm, shm / "s2d", disk / "s2d", "warm",
-                              "cp + sync", ref)  # fmt: skip
-                os.rename(landed, src)
-                ref = cp_sync(src, shm, "warm")
-                land("disk_to_shm_warm", "disk → /dev/shm, warm", src, disk / "d2s-warm", shm / "d2s-warm",
-                     "warm", "cp + sync (warm)", ref)  # fmt: skip
+                on_shm = shm / "staging" / NAME
+                on_shm.parent.mkdir()
+                for _ in range(repeat):
+                    # the file goes disk → shm → disk → shm → disk: four measured runs per round
+                    for cache, there, back in (("cold", on_shm, src), ("warm", on_shm, src)):
+                        ref = cp_sync(src, shm, cache)
+                        land(f"disk_to_shm_{cache}", f"disk → /dev/shm, {cache}", src, disk, shm, cache,
+                             f"cp + sync ({cache})", ref, there)  # fmt: skip
+                        ref = cp_sync(there, disk, "warm")
+                        land(
+                            "shm_to_disk", "/dev/shm → disk", there, shm, disk, "warm", "cp + sync", ref, back
+                        )
         neighbours = nb.describe()
     finally:
         if not args.keep:
             c.remove_tree(disk)
             if shm is not None:
                 c.remove_tree(shm)
+    results: dict[str, Any] = {
+        "size": size,
+        "repeat": repeat,
+        "hashlib_memory_mb_s": statistics.median(hashlib_mem),
+    }
+    results["hashlib_memory_runs"] = hashlib_mem
+    for key, runs_ in samples.items():
+        results[key] = {
+            **runs_[0],
+            "mb_s": statistics.median(r["mb_s"] for r in runs_),
+            "reference_mb_s": statistics.median(r["reference_mb_s"] for r in runs_),
+            "daemon_cpu_s": statistics.median(r["daemon_cpu_s"] for r in runs_),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs_),
+            "runs": [(round(r["mb_s"]), round(r["reference_mb_s"])) for r in runs_],
+        }
+    for cache in ("cold", "warm"):
+        if f"same_fs_{cache}" in results:
+            results[f"read_hash_{cache}_mb_s"] = results[f"same_fs_{cache}"]["reference_mb_s"]
     report(results, neighbours, size, args, meta)
 
 
@@ -231,6 +258,7 @@ def report(results: dict[str, Any], neighbours: str, size: int, args: Any, meta:
             [
                 r["label"], r["mb_s"], f"{r['reference']} {r['reference_mb_s']:,.0f} MB/s", f"{ratio:.0%}",
                 f"{r['mb_s'] / mem:.0%}" if same else "", r["daemon_cpu_s"], r["peak_rss_mb"], r["cache"],
+                "; ".join(f"{a}/{b}" for a, b in r["runs"]),
             ]
         )  # fmt: skip
         if same:
@@ -259,18 +287,20 @@ def report(results: dict[str, Any], neighbours: str, size: int, args: Any, meta:
     headers = [
         "path, page cache", "ingestor MB/s (ready → landed)", "reference (same run, same cache state)",
         "ratio to reference", "ratio to hashlib in memory", "daemon CPU s", "peak RSS MB", "cache",
+        "each run: ingestor/reference MB/s",
     ]  # fmt: skip
     tab = c.table(headers, rows)
     print()
     print(tab)
     print(f"\nduring the run: {neighbours}")
     body = (
-        f"One file of {size / c.MiB:,.0f} MiB (non-zero data), daemon flags `{' '.join(FLAGS)}` "
+        f"One file of {size / c.MiB:,.0f} MiB (non-zero data), {results['repeat']} run(s) of each path "
+        "(medians; each run right after its reference), daemon flags `{' '.join(FLAGS)}` "
         "(ready = the `.ok` sidecar is created; the file was renamed in beforehand), ledger and "
         "manifests on the disk. Each path is measured with the source cold (page cache dropped: "
         "`sync; echo 3 > /proc/sys/vm/drop_caches`) and warm (read once just before), the "
         "reference in the same state; a tmpfs source is in memory either way, so /dev/shm → disk "
-        "runs once. hashlib SHA-256 on one core over an in-memory buffer, same run: "
+        "needs no cold variant. hashlib SHA-256 on one core over an in-memory buffer, same run (median): "
         f"**{mem:,.0f} MB/s**.\n\n{tab}\n\nDuring the run: {neighbours}.\n"
     )
     if args.profile:

@@ -300,12 +300,17 @@ class Readiness:
                 if p is not None and p.due == when and rel not in self.busy:
                     due.append((rel, p))
             if due:
+                checked_due = {rel: p.due for rel, p in due}
                 stats = await loop.run_in_executor(None, self._stat_many, [rel for rel, _ in due])
                 self.checks += len(due)
                 now = self.clock()
-                for (rel, _), (st, sc) in zip(due, stats, strict=True):
+                for (rel, checked), (st, sc) in zip(due, stats, strict=True):
                     p = self.pending.get(rel)
-                    if p is None or rel in self.busy:
+                    if p is not checked or rel in self.busy:
+                        continue
+                    if p.due != checked_due[rel]:
+                        # re-armed by an event while it was being stat'ed (the .ok appeared):
+                        # this verdict is stale; its newer heap entry judges it again
                         continue
                     verdict, delay, sidecar = self._judge(rel, p, st, sc, now)
                     if rel in self.pending:

@@ -426,3 +426,12 @@ def test_same_name_resent_right_after_landing_is_seen_at_once(env: Env, daemon) 
         (env.landing / "same.csv").write_bytes(f"version {i}\n".encode())
         wait_for(lambda i=i: landed(env, i + 1), 5, f"version {i}")
     assert len({r.sha256 for r in env.ingested()}) == 8
+
+
+def test_sidecar_pairs_at_a_high_rate_none_lost(env: Env, daemon) -> None:
+    """Found: a path re-armed by its .ok while it was being stat'ed was dropped by the
+    stale verdict ('no sidecar yet'), and waited for the next full scan."""
+    daemon("--mode", "sidecar", "--scan-interval", "600")
+    reps = [traffic.sidecar(env.landing, count=100, size=500, prefix=f"p{k}") for k in range(3)]
+    wait_for(lambda: landed(env, 300), 30, "300 sidecar pairs without a scan")
+    invariants.check(env, invariants.expected_of(*reps))

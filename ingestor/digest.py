@@ -18,6 +18,7 @@ flush everything else out of memory.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import os
 import stat as stat_mod
@@ -26,10 +27,13 @@ from collections.abc import Callable
 
 from ingestor import faults
 from ingestor.errors import BadInput, Gone, Stopping, from_oserror
-from ingestor.fsops import OPEN_DATA, TempDir, open_beneath
+from ingestor.fsops import OPEN_DATA, TempDir, open_beneath, start_writeback, wait_writeback
 from ingestor.records import Candidate, Hashed, Identity
 
 BUFFER_SIZE = 1 << 20
+PIPELINE_ABOVE = 8 << 20  # copies of larger files overlap hashing and writing
+COPY_CHUNK = 4 << 20
+WRITEBACK_WINDOW = 64 << 20
 DROP_CACHE_ABOVE = 256 << 20  # files larger than this are dropped from the page cache
 _DROP_EVERY = 64 << 20
 
@@ -101,6 +105,8 @@ def hash_fd(
     name: str = "",
 ) -> str:
     """SHA-256 of ``fd`` from offset 0; every chunk is also written to ``sink`` if given."""
+    if sink >= 0 and size >= PIPELINE_ABOVE:
+        return _copy_pipelined(fd, size, sink=sink, stop=stop, name=name)
     h = hashlib.sha256()
     # a small file fits with a byte to spare: its one read comes back short, which is EOF
     buf = bytearray(BUFFER_SIZE if size >= BUFFER_SIZE else max(size + 1, 4096))
@@ -126,16 +132,67 @@ def hash_fd(
         offset += n
         if drop and offset - dropped >= _DROP_EVERY:
             os.posix_fadvise(fd, dropped, offset - dropped, os.POSIX_FADV_DONTNEED)
-            if sink >= 0:
-                # written pages can only be dropped once on disk; start writeback now
-                os.fdatasync(sink)
-                os.posix_fadvise(sink, dropped, offset - dropped, os.POSIX_FADV_DONTNEED)
             dropped = offset
         if stop is not None and stop.is_set():
             raise Stopping(name)
         if n < len(buf) and offset >= size:
             break  # a short read past the expected size is EOF: no extra read to learn it
     return h.hexdigest()
+
+
+def _copy_pipelined(fd: int, size: int, *, sink: int, stop: threading.Event | None, name: str) -> str:
+    """Copy and hash in one read pass, with the write of each chunk overlapping its hash.
+
+    Two buffers: while a writer thread writes chunk i, this thread hashes it
+    and reads chunk i+1 (hashlib and the system calls release the GIL, so both
+    cores work). Writeback is started every window (``sync_file_range``) so the
+    disk streams, and the window before last is waited for and dropped from the
+    page cache, so a terabyte copy neither stalls on one huge fdatasync nor
+    floods memory with dirty pages. The caller's fdatasync makes it durable.
+    """
+    h = hashlib.sha256()
+    bufs = (bytearray(COPY_CHUNK), bytearray(COPY_CHUNK))
+    drop = size > DROP_CACHE_ABOVE
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    offset = 0
+    window_start = 0
+    previous: tuple[int, int] | None = None
+    cur = 0
+    n = _pread(fd, bufs[cur], offset, name)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="copy-writer") as writer:
+        while n:
+            view = memoryview(bufs[cur])[:n]
+            written = writer.submit(_write_all, sink, view, name)
+            try:
+                h.update(view)
+                offset += n
+                at_end = n < len(bufs[cur]) and offset >= size
+                n_next = 0 if at_end else _pread(fd, bufs[1 - cur], offset, name)
+            finally:
+                written.result()  # the buffer is free again; raises the writer's error
+            if faults.ACTIVE:
+                faults.ACTIVE.hit("mid_copy")
+            if offset - window_start >= WRITEBACK_WINDOW:
+                start_writeback(sink, window_start, offset - window_start)
+                if previous is not None:
+                    wait_writeback(sink, *previous)
+                    if drop:
+                        os.posix_fadvise(sink, *previous, os.POSIX_FADV_DONTNEED)
+                        os.posix_fadvise(fd, *previous, os.POSIX_FADV_DONTNEED)
+                previous = (window_start, offset - window_start)
+                window_start = offset
+            if stop is not None and stop.is_set():
+                raise Stopping(name)
+            cur = 1 - cur
+            n = n_next
+    return h.hexdigest()
+
+
+def _pread(fd: int, buf: bytearray, offset: int, name: str) -> int:
+    try:
+        return os.preadv(fd, [buf], offset)
+    except OSError as exc:
+        raise from_oserror("read", name, exc, source=True) from exc
 
 
 def _write_all(fd: int, data: memoryview, name: str) -> None:

@@ -361,3 +361,25 @@ def test_hash_at(tmp_path: Path) -> None:
             hash_at(fd, "l")  # never through a symlink
     finally:
         os.close(fd)
+
+
+def test_large_copy_is_pipelined_and_exact(tmp_path: Path) -> None:
+    """Above PIPELINE_ABOVE the copy overlaps hashing and writing; bytes and hash must be exact."""
+    import hashlib as _h
+
+    from ingestor import digest as digest_mod
+
+    src = tmp_path / "big.bin"
+    data = os.urandom(1 << 20) * 11 + b"tail"  # 11 MiB + 4 bytes: chunks of 4 MiB, a short last read
+    src.write_bytes(data)
+    dst = tmp_path / "copy.bin"
+    fd = os.open(src, os.O_RDONLY)
+    sink = os.open(dst, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        sha = digest_mod.hash_fd(fd, len(data), sink=sink, name="big.bin")
+    finally:
+        os.close(fd)
+        os.close(sink)
+    assert len(data) >= digest_mod.PIPELINE_ABOVE
+    assert sha == _h.sha256(data).hexdigest()
+    assert dst.read_bytes() == data

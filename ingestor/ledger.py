@@ -78,7 +78,9 @@ CREATE TABLE IF NOT EXISTS files(
 );
 CREATE UNIQUE INDEX IF NOT EXISTS files_dest ON files(dest_rel)
     WHERE dest_rel IS NOT NULL AND state != 'abandoned';
-CREATE INDEX IF NOT EXISTS files_live_identity ON files(inode, device, size, mtime_ns)
+-- one live row per identity: the insert of a plan is itself the claim
+DROP INDEX IF EXISTS files_live_identity;
+CREATE UNIQUE INDEX IF NOT EXISTS files_live ON files(inode, device, size, mtime_ns)
     WHERE state IN {_OPEN} OR action = 'kept';
 CREATE INDEX IF NOT EXISTS files_open ON files(owner) WHERE state IN {_OPEN};
 CREATE INDEX IF NOT EXISTS files_problem ON files(state, status, note)
@@ -420,7 +422,9 @@ class Ledger:
                         (ident.size, ident.mtime_ns, sha, u.id),
                     )
                     # what landed is the new content: claim it, free the content that never landed
-                    (source_rel,) = conn.execute("SELECT source_rel FROM files WHERE id=?", (u.id,)).fetchone()
+                    (source_rel,) = conn.execute(
+                        "SELECT source_rel FROM files WHERE id=?", (u.id,)
+                    ).fetchone()
                     conn.execute("DELETE FROM content WHERE id=?", (u.id,))
                     conn.execute(
                         "INSERT OR IGNORE INTO content(key, id) VALUES (?, ?)",
@@ -518,58 +522,58 @@ def _replace(rec: Record, **changes: Any) -> Record:
 def _plan_one(
     conn: sqlite3.Connection, dests: _Dests, h: Hashed, policy: PlanPolicy, owner: str, now: int
 ) -> PlanResult:
+    """Three statements on the common path: who holds this content; the insert
+    (which is the claim: the unique index of live identities refuses a file in
+    flight elsewhere or kept, the unique index of destinations a taken path);
+    the content claim."""
     ident = h.identity
     rel = h.candidate.rel
     key = content_key(h.sha256, rel, policy.dedup)
-    # one statement, two index seeks: is this identity live? who holds this content?
-    live, orig_id, orig_state = conn.execute(_PLAN_LOOKUP, (ident.inode, ident.device, ident.size, ident.mtime_ns, key)).fetchone()
-    if live:
-        return Skip("in flight or kept")
-    orig = (orig_id, orig_state) if orig_id is not None else None
+    orig = conn.execute(
+        "SELECT c.id, f.state FROM content c JOIN files f ON f.id = c.id WHERE c.key=?", (key,)
+    ).fetchone()
     rec_id = str(ulid.ULID.from_timestamp(now / 1e9))
     planned = layout_mod.render(policy.layout, rel, now, h.sha256)
     dest: str | None
     if orig is not None:
         if orig[1] in (State.HASHED, State.MOVED):
+            if _live(conn, ident):
+                return Skip("in flight or kept")
             return Defer(orig[0])
         status, duplicate_of = Status.DUPLICATE, orig[0]
-        action = {
-            OnDuplicate.QUARANTINE: Action.QUARANTINED,
-            OnDuplicate.DELETE: Action.DELETED,
-            OnDuplicate.KEEP: Action.KEPT,
-        }[policy.on_duplicate]
+        action = _DUPLICATE_ACTION[policy.on_duplicate]
         dest = f"{DUPLICATES_DIR}/{planned}" if action is Action.QUARANTINED else None
     else:
         status, duplicate_of, action, dest = Status.INGESTED, None, Action.LANDED, planned
-        conn.execute("INSERT INTO content(key, id) VALUES (?, ?)", (key, rec_id))
-    if dest is not None:
-        dest = dests.unique(dest, h.sha256, first=0)
+    base = dest
+    if base is not None:
+        base = dest = dests.unique(base, h.sha256, first=0, files=False)
     manifest_rel = manifest_rel_for(now)  # cached per hour
     sidecar = h.candidate.sidecar
-    conn.execute(
-        "INSERT INTO files(id, state, status, action, owner, source_rel, device, inode, size, mtime_ns, "
-        "sha256, dest_rel, manifest_rel, manifest_floor, ingested_ns, duplicate_of, sidecar_rel, updated_ns) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,?,?,?,?)",
-        (
-            rec_id,
-            State.HASHED,
-            status,
-            action,
-            owner,
-            os.fsencode(rel),
-            ident.device,
-            ident.inode,
-            ident.size,
-            ident.mtime_ns,
-            h.sha256,
-            _b(dest),
-            manifest_rel,
-            now,
-            duplicate_of,
-            _b(sidecar),
-            now,
-        ),
-    )
+    attempt = 0
+    while True:
+        try:
+            conn.execute(
+                _INSERT_FILE,
+                (
+                    rec_id, State.HASHED, status, action, owner, os.fsencode(rel), ident.device, ident.inode,
+                    ident.size, ident.mtime_ns, h.sha256, _b(dest), manifest_rel, now, duplicate_of,
+                    _b(sidecar), now,
+                ),
+            )  # fmt: skip
+            break
+        except sqlite3.IntegrityError as exc:
+            if "files.dest_rel" in str(exc) and base is not None:
+                attempt += 1  # planned by another record: a content suffix, then a counter
+                dest = dests.unique(
+                    layout_mod.with_suffix(base, h.sha256, attempt), h.sha256, first=0, files=False
+                )
+                continue
+            if "files.inode" in str(exc):
+                return Skip("in flight or kept")
+            raise
+    if status is Status.INGESTED:
+        conn.execute("INSERT INTO content(key, id) VALUES (?, ?)", (key, rec_id))
     return Record(
         id=rec_id,
         state=State.HASHED,
@@ -589,10 +593,26 @@ def _plan_one(
     )
 
 
-_PLAN_LOOKUP = (
-    "SELECT EXISTS(SELECT 1 FROM files WHERE inode=? AND device=? AND size=? AND mtime_ns=? "
-    f"AND (state IN {_OPEN} OR action = 'kept')), c.id, f.state "
-    "FROM (SELECT NULL) LEFT JOIN content c ON c.key = ? LEFT JOIN files f ON f.id = c.id"
+def _live(conn: sqlite3.Connection, ident: Identity) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM files WHERE inode=? AND device=? AND size=? AND mtime_ns=? "
+            f"AND (state IN {_OPEN} OR action = 'kept')",
+            (ident.inode, ident.device, ident.size, ident.mtime_ns),
+        ).fetchone()
+        is not None
+    )
+
+
+_DUPLICATE_ACTION = {
+    OnDuplicate.QUARANTINE: Action.QUARANTINED,
+    OnDuplicate.DELETE: Action.DELETED,
+    OnDuplicate.KEEP: Action.KEPT,
+}
+_INSERT_FILE = (
+    "INSERT INTO files(id, state, status, action, owner, source_rel, device, inode, size, mtime_ns, "
+    "sha256, dest_rel, manifest_rel, manifest_floor, ingested_ns, duplicate_of, sidecar_rel, updated_ns) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,?,?,?,?)"
 )
 
 
@@ -619,7 +639,9 @@ class _Dests:
         self.check_disk = check_disk  # a re-plan after a collision: look at the disk too
         self.dirs_ok: set[str] = set()
 
-    def unique(self, dest: str, sha: str, *, first: int) -> str:
+    def unique(self, dest: str, sha: str, *, first: int, files: bool = True) -> str:
+        """With ``files=False`` only the directory components are checked: planning
+        leaves a taken file path to the unique index of destinations."""
         parts = dest.split("/")
         for i in range(len(parts) - 1):
             prefix = "/".join(parts[: i + 1])
@@ -632,6 +654,8 @@ class _Dests:
             parts[i] = prefix.rsplit("/", 1)[-1]
             self.dirs_ok.add(prefix)
         dest = "/".join(parts)
+        if not files:
+            return dest
         attempt = first
         while True:
             cand = dest if attempt == 0 else layout_mod.with_suffix(dest, sha, attempt)

@@ -44,7 +44,7 @@ from ingestor.logs import get_logger
 from ingestor.manifest import ManifestError, ManifestRecord
 from ingestor.records import Status
 from sampler import checkpoint
-from sampler.notify import notify, watchdog_interval
+from ingestor.systemd import notify, watchdog_interval
 from sampler.sample import Event, Sampler
 from sampler.settings import Settings
 from sampler.tail import Line, Tail

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sampler.notify import notify, watchdog_interval
+from ingestor.systemd import notify, watchdog_interval
 
 
 def test_no_socket_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -40,9 +40,10 @@ import ulid
 from ingestor import logs, rescan, systemd
 from ingestor.errors import Fatal, IngestError
 from ingestor.fsops import TempDir
-from ingestor.ledger import Ledger, PlanPolicy
+from ingestor.ledger import Ledger
 from ingestor.manifest import ManifestWriter
 from ingestor.metrics import Metrics
+from ingestor.plan import PlanPolicy
 from ingestor.progress import Progress
 from ingestor.ready import Readiness, wait_event
 from ingestor.records import Candidate, Record

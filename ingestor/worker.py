@@ -36,9 +36,10 @@ from ingestor.digest import digest
 from ingestor.errors import BadInput, Gone, IngestError, Retryable, Stopping, from_oserror
 from ingestor.fsops import TempDir
 from ingestor.layout import render
-from ingestor.ledger import Defer, Ledger, MovedUpdate, PlanPolicy, Skip
+from ingestor.ledger import Ledger, MovedUpdate
 from ingestor.manifest import LATE_APPEND_SECONDS, ManifestRecord, ManifestWriter, hour_end_ns
 from ingestor.move import Moved, Mover
+from ingestor.plan import Defer, PlanPolicy, Skip
 from ingestor.ready import settle_key
 from ingestor.records import Candidate, Hashed, Identity, Record, State, Status
 

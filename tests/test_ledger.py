@@ -20,17 +20,9 @@ import pytest
 
 from ingestor.errors import Fatal, Retryable
 from ingestor.layout import DEFAULT_LAYOUT, LayoutError, render
-from ingestor.ledger import (
-    DUPLICATES_DIR,
-    Defer,
-    Ledger,
-    MovedUpdate,
-    OwnerLocks,
-    PlanPolicy,
-    PlanResult,
-    Skip,
-)
+from ingestor.ledger import Ledger, MovedUpdate, OwnerLocks
 from ingestor.manifest import manifest_rel_for
+from ingestor.plan import DUPLICATES_DIR, Defer, PlanPolicy, PlanResult, Skip
 from ingestor.records import Action, Candidate, Hashed, Identity, Record, State, Status
 from ingestor.settings import Dedup, OnDuplicate
 from tests.data_fs import tiny_tmpfs
@@ -483,7 +475,8 @@ CHILD = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from ingestor.ledger import Ledger, PlanPolicy
+    from ingestor.ledger import Ledger
+    from ingestor.plan import PlanPolicy
     from ingestor.records import Candidate, Hashed, Identity
     from ingestor.settings import Dedup, OnDuplicate
     state, roots, warehouse = Path(sys.argv[1]), json.loads(sys.argv[2]), Path(sys.argv[3])

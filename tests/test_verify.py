@@ -24,8 +24,9 @@ import pytest
 import ulid
 
 from ingestor import verify
-from ingestor.ledger import SCHEMA, Ledger, MovedUpdate, PlanPolicy, connect
+from ingestor.ledger import SCHEMA, Ledger, MovedUpdate, connect
 from ingestor.manifest import ManifestRecord, manifest_rel_for, rfc3339
+from ingestor.plan import PlanPolicy
 from ingestor.records import Action, Candidate, Hashed, Identity, Status
 from ingestor.settings import Dedup, OnDuplicate
 from simulate import traffic

@@ -40,42 +40,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
-
-import orjson
 
 from ingestor.digest import hash_fd
 from ingestor.errors import IngestError
 from ingestor.fsops import OPEN_DATA, OPEN_DIR, TempDir, open_beneath
 from ingestor.ledger import connect
 from ingestor.manifest import MANIFEST_NAME, ManifestError, ManifestRecord, iter_lines
+from ingestor.verify_report import Report, render_json, render_text
 
-MAX_EXAMPLES = 20
 HASH_THREADS = 2
 _IN_FLIGHT = 4  # hashing jobs handed to the threads and not yet checked
 _JOB_FILES, _JOB_BYTES = 64, 16 << 20  # small files go in batches: a future per file costs more than its hash
 _BATCH = 5000
-
-KINDS = {
-    "torn_line": "manifest file whose last bytes have no newline",
-    "bad_line": "complete manifest line that is not a valid record",
-    "duplicate_id": "id on more than one line",
-    "missing_file": "line whose warehouse file is absent",
-    "sha_mismatch": "warehouse file whose size or SHA-256 differs from its line",
-    "unreadable_file": "warehouse file or directory that cannot be read",
-    "shared_path": "warehouse file named by more than one record",
-    "duplicate_content": "same content ingested more than once",
-    "duplicate_mismatch": "duplicate whose duplicate_of is no ingested line of the same content",
-    "orphan_file": "warehouse file that no line names",
-    "leftover_temporary": "file left in .ingestor-tmp/; the next start removes it",
-    "unexpected_entry": "symlink, FIFO, socket or device in the warehouse",
-    "unfinished_record": "ledger record still hashed or moved",
-    "ledger_without_line": "record manifested in the ledger with no manifest line",
-    "line_without_ledger": "line whose id is not in the ledger",
-    "ledger_mismatch": "line and its ledger record disagree",
-}
 
 _SCHEMA = """
 CREATE TABLE mfile(idx INTEGER PRIMARY KEY, rel TEXT NOT NULL);
@@ -98,28 +76,6 @@ _WALKED_INDEX = "CREATE INDEX walked_rel ON walked(rel)"
 
 class Unusable(Exception):
     """An input that does not exist or cannot be audited: exit 2."""
-
-
-@dataclass
-class Report:
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
-    problems: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {k: [] for k in KINDS})
-    checked: dict[str, float] = field(
-        default_factory=lambda: dict.fromkeys(("lines", "files", "records", "bytes_hashed", "seconds"), 0)
-    )
-
-    def add(self, kind: str, **example: Any) -> None:
-        self.count(kind, lambda: example)
-
-    def count(self, kind: str, example: Callable[[], dict[str, Any]]) -> None:
-        """Count one problem; build its example only while there is room for it."""
-        self.counts[kind] += 1
-        if len(self.problems[kind]) < MAX_EXAMPLES:
-            self.problems[kind].append(example())
-
-    @property
-    def ok(self) -> bool:
-        return not any(self.counts.values())
 
 
 def run_verify(warehouse: Path, manifests: Path, state_path: Path, *, as_json: bool, out: TextIO) -> int:
@@ -663,41 +619,3 @@ def _show(raw: bytes) -> str:
 
 def _plain(value: Any) -> Any:
     return _show(value) if isinstance(value, bytes) else value
-
-
-# ------------------------------------------------------------ rendering
-
-
-def render_json(report: Report) -> str:
-    """Exactly one JSON object: ok, counts, problems (kind → examples), checked."""
-    doc = {"ok": report.ok, "counts": report.counts, "problems": report.problems, "checked": report.checked}
-    return orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE).decode()
-
-
-def render_text(report: Report) -> str:
-    """One line per kind found (count, meaning), its examples, then one OK / FAILED line."""
-    out = []
-    for kind, n in report.counts.items():
-        if not n:
-            continue
-        out.append(f"{kind}: {n}  ({KINDS[kind]})")
-        for ex in report.problems[kind]:
-            out.append("  " + " ".join(f"{k}={_text(v)}" for k, v in ex.items()))
-        if n > len(report.problems[kind]):
-            out.append(f"  ... and {n - len(report.problems[kind])} more")
-    c = report.checked
-    totals = f"{c['lines']} lines, {c['files']} files, {c['records']} records"
-    tail = f"({c['bytes_hashed']} bytes hashed in {c['seconds']} s)"
-    if report.ok:
-        out.append(f"OK: {totals} verified {tail}")
-    else:
-        found = sum(report.counts.values())
-        kinds = ", ".join(f"{k} {n}" for k, n in report.counts.items() if n)
-        out.append(f"FAILED: {found} problem{'s' if found > 1 else ''} ({kinds}) in {totals} {tail}")
-    return "\n".join(out) + "\n"
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, str) and value and not any(ch in value for ch in ' "\\\n\t'):
-        return value
-    return orjson.dumps(value).decode()

@@ -23,7 +23,7 @@ import orjson
 import pytest
 import ulid
 
-from ingestor import verify
+from ingestor import verify, verify_report
 from ingestor.ledger import SCHEMA, Ledger, MovedUpdate, connect
 from ingestor.manifest import ManifestRecord, manifest_rel_for, rfc3339
 from ingestor.plan import PlanPolicy
@@ -542,7 +542,7 @@ def test_cli_json_is_one_object_matching_the_in_process_report(wh: Env) -> None:
     doc = orjson.loads(res.stdout)  # exactly one JSON document: loads fails on anything after it
     assert set(doc) == {"ok", "counts", "problems", "checked"} and doc["ok"] is False
     assert found(doc) == {"missing_file": 1, "sha_mismatch": 1}
-    assert set(doc["counts"]) == set(doc["problems"]) == set(verify.KINDS)
+    assert set(doc["counts"]) == set(doc["problems"]) == set(verify_report.KINDS)
     _, mine = audit(wh)
     assert mine["problems"] == doc["problems"] and mine["counts"] == doc["counts"]
 
@@ -553,7 +553,7 @@ def test_cli_text_summary(wh: Env) -> None:
     res = run_ingestor("verify", *wh.args()[2:])
     assert res.returncode == 1 and res.stderr == ""
     lines = res.stdout.splitlines()
-    assert lines[0] == f"missing_file: 1  ({verify.KINDS['missing_file']})"
+    assert lines[0] == f"missing_file: 1  ({verify_report.KINDS['missing_file']})"
     assert lines[1].startswith(f"  id={rec.id} warehouse_path={rec.warehouse} manifest=")
     assert lines[-1].startswith("FAILED: 1 problem (missing_file 1) in 15 lines, 14 files, 15 records (")
 

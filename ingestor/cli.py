@@ -56,6 +56,10 @@ StabilityOpt = Annotated[
 SidecarOpt = Annotated[str | None, typer.Option(help="Sidecar suffix in sidecar mode. [default: .ok]")]
 ScanOpt = Annotated[float | None, typer.Option(help="Seconds between reconciliation scans. [default: 60]")]
 ConcurrencyOpt = Annotated[int | None, typer.Option(help="Worker threads. [default: 4]")]
+ProcessesOpt = Annotated[
+    int | None,
+    typer.Option(help="Lander processes; more than 1 uses more cores for many small files. [default: 1]"),
+]
 BatchOpt = Annotated[int | None, typer.Option(help="Files per batch (one group commit). [default: 256]")]
 DryRunOpt = Annotated[bool | None, typer.Option("--dry-run/--no-dry-run", help="Report, move nothing.")]
 WatcherOpt = Annotated[str | None, typer.Option(help="auto | inotify | watchdog | poll. [default: auto]")]
@@ -115,6 +119,7 @@ def run(
     sidecar_suffix: SidecarOpt = None,
     scan_interval: ScanOpt = None,
     concurrency: ConcurrencyOpt = None,
+    processes: ProcessesOpt = None,
     batch_size: BatchOpt = None,
     dry_run: DryRunOpt = None,
     watcher: WatcherOpt = None,
@@ -147,6 +152,7 @@ def replay(
     stability_seconds: StabilityOpt = None,
     sidecar_suffix: SidecarOpt = None,
     concurrency: ConcurrencyOpt = None,
+    processes: ProcessesOpt = None,
     batch_size: BatchOpt = None,
     dry_run: DryRunOpt = None,
     layout: LayoutOpt = None,
@@ -293,6 +299,7 @@ def config_show(
     sidecar_suffix: SidecarOpt = None,
     scan_interval: ScanOpt = None,
     concurrency: ConcurrencyOpt = None,
+    processes: ProcessesOpt = None,
     batch_size: BatchOpt = None,
     dry_run: DryRunOpt = None,
     watcher: WatcherOpt = None,

@@ -37,19 +37,15 @@ from typing import Any
 
 import ulid
 
-from ingestor import logs, rescan, systemd
+from ingestor import logs, procs, rescan, systemd
 from ingestor.errors import Fatal, IngestError
-from ingestor.fsops import TempDir
-from ingestor.ledger import Ledger
-from ingestor.manifest import ManifestWriter
 from ingestor.metrics import Metrics
-from ingestor.plan import PlanPolicy
 from ingestor.progress import Progress
 from ingestor.ready import Readiness, wait_event
 from ingestor.records import Candidate, Record
 from ingestor.settings import Settings, WatcherKind
 from ingestor.watch import InotifyWatcher, WatchdogWatcher
-from ingestor.worker import Outcome, Worker
+from ingestor.worker import Outcome
 
 MAX_BATCH_BYTES = 64 << 20
 DEFER_SECONDS = 0.05
@@ -128,35 +124,20 @@ class Daemon:
         s.ledger_dir.mkdir(parents=True, exist_ok=True)
         if not self.one_shot:
             self._take_daemon_lock()
-        self.ledger = Ledger(s.state_path, self.owner)
-        self.ledger.open(
-            {"landing": str(s.input), "warehouse": str(s.warehouse), "manifests": str(s.manifests)}
+        self.worker, self.ledger, self.tmp, self.landing_fd = procs.make_worker(
+            s, owner=self.owner, stop=self.stop_threads, log=self.log
         )
         self.ledger.commit_observer = self.metrics.on_commit
-        self.landing_fd = os.open(s.input, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.tmp = TempDir(s.warehouse, self.owner)
-        if not self.tmp.open():
+        if self.tmp.fd < 0:
             self.log.warning(
                 "warehouse_not_writable",
                 path=str(self.tmp.path),
                 hint="copies wait and are retried until it is writable",
             )
-        self.manifest = ManifestWriter(s.manifests)
-        self.worker = Worker(
-            landing=s.input,
-            landing_fd=self.landing_fd,
-            warehouse=s.warehouse,
-            ledger=self.ledger,
-            manifest=self.manifest,
-            tmp=self.tmp,
-            policy=PlanPolicy(s.layout, s.dedup, s.on_duplicate, s.warehouse),
-            stability_ns=int(s.stability_seconds * 1e9) if s.mode.value == "stability" else 0,
-            stop=self.stop_threads,
-            log=self.log,
-            dry_run=s.dry_run,
-            on_done=self.metrics.on_done,
-        )
         self.pool = concurrent.futures.ThreadPoolExecutor(s.concurrency + 1, thread_name_prefix="worker")
+        self.landers: procs.Landers | None = None
+        if s.processes > 1 and not s.dry_run:
+            self.landers = procs.Landers(s, s.processes)
         self._opened = True
 
     def _take_daemon_lock(self) -> None:
@@ -179,6 +160,8 @@ class Daemon:
 
     def _close(self) -> None:
         if self._opened:
+            if self.landers is not None:
+                self.landers.shutdown()
             self.pool.shutdown(wait=True)
             self.ledger.close()
             self.tmp.close()
@@ -200,6 +183,7 @@ class Daemon:
             temps = self.tmp.remove_owner(owner)
             if records:
                 out = self.worker.finish(records, recovering=True)
+                self.metrics.on_done(out.done)
                 unfinished.extend(out.unfinished)
                 self.log.info(
                     "recovered",
@@ -369,6 +353,8 @@ class Daemon:
             if late:
                 self.log.warning("shutdown_timeout", in_flight=len(late), hint="long reads told to stop")
                 self.stop_threads.set()
+                if self.landers is not None:
+                    self.landers.stop.set()
                 await asyncio.wait(late)
 
     async def _until_idle(self) -> None:
@@ -451,11 +437,33 @@ class Daemon:
             batch = r.take(self.s.batch_size, MAX_BATCH_BYTES)
             if not batch:
                 continue
-            out = await self._in_pool(loop, self.worker.land, batch)
+            if self.landers is None:
+                out = await self._in_pool(loop, self.worker.land, batch)
+            else:
+                landers = self.landers.pool
+                try:
+                    out = await self._in_pool(loop, procs.land, batch, landers)
+                except concurrent.futures.BrokenExecutor:
+                    self._lander_died(landers, batch)
+                    continue
             self._settle(batch, out)
 
-    async def _in_pool(self, loop: asyncio.AbstractEventLoop, fn: Any, arg: Any) -> Outcome:
-        fut = loop.run_in_executor(self.pool, fn, arg)
+    def _lander_died(self, broken: concurrent.futures.Executor, batch: list[Candidate]) -> None:
+        """A lander process died: new pool; its records are adopted by the next recovery pass."""
+        assert self.landers is not None
+        if self.landers.pool is broken:  # the first of the landers to notice rebuilds it
+            self.log.error("lander_process_died", hint="a new one is started; its files are recovered")
+            self.metrics.error("fatal")
+            self.landers.restart()
+            self.request_scan("")  # a full scan starts with a recovery pass
+        self.readiness.release(c.rel for c in batch)
+        for cand in batch:
+            self.readiness.retry(cand.rel, DEFER_SECONDS)
+
+    async def _in_pool(
+        self, loop: asyncio.AbstractEventLoop, fn: Any, arg: Any, pool: concurrent.futures.Executor | None = None
+    ) -> Outcome:
+        fut = loop.run_in_executor(pool or self.pool, fn, arg)
         self._batches.add(fut)
         try:
             # shielded: a cancelled lander must not forget a batch a thread is still landing
@@ -470,6 +478,7 @@ class Daemon:
         """Apply a batch's outcome to readiness and the retry queue (loop thread)."""
         r = self.readiness
         r.release(c.rel for c in batch)
+        self.metrics.on_done(out.done)
         for rec in out.done:
             if rec.status.value == "ingested":
                 self.stats.landed += 1

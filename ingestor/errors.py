@@ -32,6 +32,10 @@ class IngestError(Exception):
     def kind(self) -> str:
         return type(self).__name__.lower()
 
+    def __reduce__(self) -> tuple[type[IngestError], tuple[str, str, str, str]]:
+        # crosses process boundaries in an Outcome (lander processes)
+        return type(self), (self.op, self.path, self.cause, self.hint)
+
 
 class Retryable(IngestError):
     pass

@@ -6,6 +6,9 @@ leave a torn line and die. Actions: ``kill`` (SIGKILL self), ``torn`` (where the
 site supports it: write part of the data, then SIGKILL), ``enospc`` / ``eio``
 (raise that OSError), ``exit`` (``os._exit(75)``).
 
+Lander processes (``--processes``) also read ``INGESTOR_LANDER_FAULTS``,
+which arms points in them only, not in the daemon that recovers after them.
+
 Cost when off: call sites test the module constant ``ACTIVE`` (a ``None``)
 before calling anything, so the normal path pays one global load.
 

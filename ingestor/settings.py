@@ -64,6 +64,7 @@ class Settings:
     sidecar_suffix: str = ".ok"
     scan_interval: float = 60.0
     concurrency: int = 4
+    processes: int = 1
     batch_size: int = 256
     dry_run: bool = False
     watcher: WatcherKind = WatcherKind.AUTO
@@ -164,6 +165,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "sidecar_suffix": _sidecar,
     "scan_interval": _number(float, 0.05, 86400.0),
     "concurrency": _number(int, 1, 256),
+    "processes": _number(int, 1, 64),
     "batch_size": _number(int, 1, 100_000),
     "dry_run": _bool,
     "watcher": WatcherKind,

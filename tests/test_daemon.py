@@ -435,3 +435,43 @@ def test_sidecar_pairs_at_a_high_rate_none_lost(env: Env, daemon) -> None:
     reps = [traffic.sidecar(env.landing, count=100, size=500, prefix=f"p{k}") for k in range(3)]
     wait_for(lambda: landed(env, 300), 30, "300 sidecar pairs without a scan")
     invariants.check(env, invariants.expected_of(*reps))
+
+
+def test_lander_processes_land_exactly_once(env: Env, daemon) -> None:
+    d = daemon("--processes", "2")
+    reps = [traffic.burst(env.landing, count=600, size=1000, subdirs=3), traffic.duplicates(env.landing, count=3)]
+    wait_for(lambda: len(env.records()) == 603, 60, "603 lines")
+    invariants.check(env, invariants.expected_of(*reps))
+    owners = {e["owner"] for e in d.event("file_ingested")}
+    assert len(owners) >= 2  # landed by the lander processes, not the daemon's own threads
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def test_kill_9_with_lander_processes_children_die_and_nothing_is_lost(env: Env, daemon) -> None:
+    d = daemon("--processes", "2", stability="0.1")
+    rep = traffic.burst(env.landing, count=1500, size=2048, subdirs=2)
+    wait_for(lambda: len(env.records()) >= 100, 60, "some progress")
+    assert d.proc is not None
+    children = wait_for(lambda: _children(d.proc.pid), 10, "lander processes")
+    d.kill()
+    # PR_SET_PDEATHSIG: no lander keeps landing behind a dead daemon's back
+    wait_for(lambda: not any(Path(f"/proc/{c}").exists() for c in children), 10, "children to die")
+    daemon("--processes", "2", stability="0.1")
+    wait_for(lambda: landed(env, 1500), 90, "all 1500")
+    invariants.check(env, invariants.expected_of(rep))
+
+
+
+def test_a_lander_process_that_dies_is_replaced_and_its_files_recovered(env: Env, daemon) -> None:
+    d = daemon("--processes", "2", stability="0.1", environ={"INGESTOR_LANDER_FAULTS": "after_place=kill@5"})
+    rep = traffic.burst(env.landing, count=400, size=1000)
+    wait_for(lambda: d.event("lander_process_died"), 60, "a lander to die at the fault")
+    wait_for(lambda: landed(env, 400), 90, "all 400 after the lander died")
+    invariants.check(env, invariants.expected_of(rep))
+    assert d.alive()

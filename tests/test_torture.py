@@ -152,7 +152,16 @@ def layout(request: pytest.FixtureRequest, env: Env) -> Iterator[Env]:
 
 
 def test_crash_torture(layout: Env, daemon, request: pytest.FixtureRequest) -> None:
-    env = layout
+    _torture(layout, daemon, request.node.callspec.id, ITERATIONS, [])
+
+
+def test_crash_torture_with_lander_processes(env: Env, daemon) -> None:
+    """Kills land in the daemon (its landers die with it) or in a lander (the daemon
+    rebuilds the pool and recovers the lander's files)."""
+    _torture(env, daemon, "processes", max(4, ITERATIONS // 2), ["--processes", "2"])
+
+
+def _torture(env: Env, daemon, name: str, iterations: int, flags: list[str]) -> None:
     seed = int(os.environ.get("INGESTOR_TORTURE_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     upstream = Upstream(env.landing, seed)
@@ -160,13 +169,13 @@ def test_crash_torture(layout: Env, daemon, request: pytest.FixtureRequest) -> N
     kills = fault_kills = 0
     started = time.monotonic()
     try:
-        for _ in range(ITERATIONS):
+        for _ in range(iterations):
             faults = {}
             if rng.random() < 0.5:
                 point = rng.choice(POINTS)
                 action = "torn" if point == "manifest_write" and rng.random() < 0.7 else "kill"
                 faults = {"INGESTOR_FAULTS": f"{point}={action}@{rng.randint(1, 4)}"}
-            d = daemon(stability="0.3", wait=False, environ=faults)
+            d = daemon(*flags, stability="0.3", wait=False, environ=faults)
             _met(lambda d=d: d.event("started") or not d.alive(), 30)
             if faults:
                 if not _met(lambda d=d: not d.alive(), 3):
@@ -187,7 +196,7 @@ def test_crash_torture(layout: Env, daemon, request: pytest.FixtureRequest) -> N
         upstream.stopping.set()
         upstream.join(30)
     assert upstream.error is None, upstream.error
-    final = daemon(stability="0.3")
+    final = daemon(*flags, stability="0.3")
     wait_for(
         lambda: _drained(env) and set(upstream.expected) <= {r.sha256 for r in env.ingested()},
         120,
@@ -199,7 +208,7 @@ def test_crash_torture(layout: Env, daemon, request: pytest.FixtureRequest) -> N
     assert res.returncode == 0, res.stdout + res.stderr
     counts = invariants.check(env, upstream.expected, landing_may_hold=IGNORED)
     print(
-        f"\ntorture[{request.node.callspec.id}] seed={seed} iterations={ITERATIONS} "
+        f"\ntorture[{name}] seed={seed} iterations={iterations} "
         f"sigkills={kills} fault_kills={fault_kills} files_dropped={upstream.files} "
         f"distinct_contents={len(upstream.expected)} verified={counts} lost=0 doubled=0 "
         f"seconds={time.monotonic() - started:.1f}"

@@ -1,0 +1,143 @@
+"""Lander processes: ``--processes N`` lands batches in N child processes, one GIL each.
+
+Small files cost Python time per file (digest, plan, move, manifest line), and
+one process runs Python on one core at a time. Each child is a whole
+``Worker`` with its own ledger connection and owner lock — exactly what a
+daemon and an ``ingestor replay`` beside it already are — so every claim is
+still decided in a ledger transaction and a child's unfinished records are
+adopted like any dead owner's.
+
+A child dies with its parent (``PR_SET_PDEATHSIG``): a ``kill -9`` of the
+daemon leaves no child landing behind its back; the next daemon adopts what
+the children left unfinished. A child ignores SIGTERM and SIGINT (systemd
+and a terminal send them to the whole group): the parent drains, then shuts
+the pool down. If a child dies (a crash, an injected fault), the pool is
+rebuilt and the parent's next recovery pass finishes the child's records.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import multiprocessing
+import multiprocessing.util
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+import ulid
+
+from ingestor import faults, logs
+from ingestor.fsops import TempDir
+from ingestor.ledger import Ledger
+from ingestor.manifest import ManifestWriter
+from ingestor.plan import PlanPolicy
+from ingestor.records import Candidate, Record
+from ingestor.settings import Mode, Settings
+from ingestor.worker import Outcome, Worker
+
+_PR_SET_PDEATHSIG = 1
+_QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+# the child's worker; set once by _init, used only by the child's one task thread
+_worker: Worker | None = None
+
+
+def make_worker(
+    s: Settings, *, owner: str, stop: threading.Event | Any, log: Any
+) -> tuple[Worker, Ledger, TempDir, int]:
+    """A Worker on its own ledger connection (the parent's and each child's)."""
+    ledger = Ledger(s.state_path, owner)
+    ledger.open({"landing": str(s.input), "warehouse": str(s.warehouse), "manifests": str(s.manifests)})
+    landing_fd = os.open(s.input, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    tmp = TempDir(s.warehouse, owner)
+    tmp.open()
+    worker = Worker(
+        landing=s.input,
+        landing_fd=landing_fd,
+        warehouse=s.warehouse,
+        ledger=ledger,
+        manifest=ManifestWriter(s.manifests),
+        tmp=tmp,
+        policy=PlanPolicy(s.layout, s.dedup, s.on_duplicate, s.warehouse),
+        stability_ns=int(s.stability_seconds * 1e9) if s.mode is Mode.STABILITY else 0,
+        stop=stop,
+        log=log,
+        dry_run=s.dry_run,
+    )
+    return worker, ledger, tmp, landing_fd
+
+
+def _die_with_parent(parent: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the prctl took effect
+        os._exit(1)
+
+
+def _init(settings: Settings, stop: Any, parent: int) -> None:
+    _die_with_parent(parent)
+    if os.environ.get("INGESTOR_LANDER_FAULTS"):  # fault points of the lander processes only (tests)
+        faults.ACTIVE = faults.parse(os.environ["INGESTOR_LANDER_FAULTS"])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logs.configure(settings.log_level.value)
+    owner = str(ulid.ULID())
+    global _worker
+    _worker, ledger, tmp, landing_fd = make_worker(
+        settings, owner=owner, stop=stop, log=logs.get_logger(owner=owner, process="lander")
+    )
+    multiprocessing.util.Finalize(None, _close, args=(ledger, tmp, landing_fd), exitpriority=10)
+
+
+def _close(ledger: Ledger, tmp: TempDir, landing_fd: int) -> None:
+    ledger.close()
+    tmp.close()
+    os.close(landing_fd)
+
+
+def land(batch: list[Candidate]) -> Outcome:
+    assert _worker is not None
+    return _worker.land(batch)
+
+
+def finish(records: list[Record]) -> Outcome:
+    assert _worker is not None
+    return _worker.finish(records, recovering=True)
+
+
+class Landers:
+    """The pool of lander processes (``spawn``: no thread state of the parent is copied)."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        # After an unclean pool shutdown (a child killed) multiprocessing's resource
+        # tracker unlinks the pool's semaphores and says so with a plain-text warning
+        # on stderr; the cleanup is what matters, the text would break the JSON log.
+        # The tracker takes its warning filters from the interpreter's -W options.
+        if _QUIET_TRACKER not in sys.warnoptions:
+            sys.warnoptions.append(_QUIET_TRACKER)
+        self.settings = settings
+        self.count = count
+        self._ctx = multiprocessing.get_context("spawn")
+        self.stop = self._ctx.Event()
+        self.pool = self._make()
+        self.restarts = 0
+
+    def _make(self) -> concurrent.futures.ProcessPoolExecutor:
+        return concurrent.futures.ProcessPoolExecutor(
+            self.count,
+            mp_context=self._ctx,
+            initializer=_init,
+            initargs=(self.settings, self.stop, os.getpid()),
+        )
+
+    def restart(self) -> None:
+        """After a child died: the pool is broken; make a new one."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._make()
+        self.restarts += 1
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True)

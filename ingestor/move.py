@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ingestor import faults
 from ingestor.digest import hash_at, hash_fd
-from ingestor.errors import Retryable, from_oserror
+from ingestor.errors import BadInput, Gone, Retryable, from_oserror
 from ingestor.fsops import (
     OPEN_DATA,
     OPEN_DIR,
@@ -104,7 +104,12 @@ class Mover:
         try:
             results = []
             for rec in records:
-                results.append(self._place(rec, batch))
+                try:
+                    results.append(self._place(rec, batch))
+                except Gone:  # the source went away under a copy: this record only
+                    results.append(MoveResult(rec, Moved.VANISHED))
+                except BadInput:  # became unreadable: looked at (and reported) again as a new file
+                    results.append(MoveResult(rec, Moved.CHANGED))
                 if faults.ACTIVE:
                     faults.ACTIVE.hit("after_place")
             self._sync(batch, sources=False)

@@ -26,7 +26,6 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -77,7 +76,6 @@ class Worker:
         stop: threading.Event,
         log: Any,
         dry_run: bool = False,
-        on_done: Callable[[list[Record]], None] | None = None,
     ) -> None:
         self.landing = landing
         self.landing_fd = landing_fd
@@ -93,7 +91,6 @@ class Worker:
         self.stop = stop
         self.log = log
         self.dry_run = dry_run
-        self.on_done = on_done
         self.mover = Mover(landing_fd, warehouse, tmp, stop)
 
     # ------------------------------------------------------------ first half
@@ -210,13 +207,15 @@ class Worker:
         try:
             moved = self._move(records, out)
             self._manifest(moved, out, recovering=recovering)
-        except (Retryable, OSError) as exc:
-            # an OSError not classified where it was raised is still environmental: retry
-            err = (
-                exc
-                if isinstance(exc, Retryable)
-                else from_oserror("land", records[0].source_rel, exc, source=False)
-            )
+        except (Retryable, OSError, Stopping) as exc:
+            # an OSError not classified where it was raised is still environmental: retry;
+            # a copy stopped by shutdown is redone from the ledger at the next start
+            if isinstance(exc, Retryable):
+                err: IngestError = exc
+            elif isinstance(exc, Stopping):
+                err = Retryable("move", records[0].source_rel, "stopped by shutdown", "redone at the next start")
+            else:
+                err = from_oserror("land", records[0].source_rel, exc, source=False)
             done = {r.id for r in out.done}
             out.unfinished = [r for r in records if r.id not in done and r.id not in out.abandoned]
             out.error = err
@@ -325,5 +324,3 @@ class Worker:
                     bytes=r.identity.size,
                 )
         out.done.extend(records)
-        if self.on_done is not None:
-            self.on_done(records)

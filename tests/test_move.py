@@ -17,7 +17,7 @@ import pytest
 
 from ingestor import move as move_mod
 from ingestor.digest import digest
-from ingestor.errors import Retryable, Stopping
+from ingestor.errors import BadInput, Gone, Retryable, Stopping
 from ingestor.fsops import OPEN_DIR, TempDir
 from ingestor.manifest import manifest_rel_for
 from ingestor.move import Moved, Mover, MoveResult
@@ -664,3 +664,27 @@ def test_move_closes_its_descriptors_on_error(full_warehouse: Site) -> None:
     with pytest.raises(Retryable):
         full_warehouse.one(rec)
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [(Gone("open", "x", "vanished"), Moved.VANISHED), (BadInput("open", "x", "Permission denied"), Moved.CHANGED)],
+)
+def test_a_source_lost_during_its_copy_fails_that_record_only(
+    cross_fs: Site, monkeypatch: pytest.MonkeyPatch, error: Exception, outcome: Moved
+) -> None:
+    """A copy made at move time (recovery) whose source vanishes or turns unreadable:
+    that record gets an outcome, the rest of the batch lands, nothing is raised."""
+    cross_fs.put("ok.csv", b"fine")
+    cross_fs.put("lost.csv", b"lost")
+    good, lost = cross_fs.plan("ok.csv"), cross_fs.plan("lost.csv")
+    real_copy = cross_fs.mover._copy
+
+    def copy(sfd: int, name: str, rec: Record) -> str | None:
+        if name == "lost.csv":
+            raise error
+        return real_copy(sfd, name, rec)
+
+    monkeypatch.setattr(cross_fs.mover, "_copy", copy)
+    results = {r.record.id: r.outcome for r in cross_fs.move(good, lost)}
+    assert results == {good.id: Moved.MOVED, lost.id: outcome}

@@ -336,11 +336,12 @@ def report(
             figure = f"{r['files_per_s']:,.0f}"
             ratio = f"{base / r['files_per_s']:.1f}x" if base else "n/a"
         else:
+            pace = r["files_per_s_while_working"]
             figure = (
                 f"did not finish: {r['landed']:,} landed, {r['left_in_landing']:,} never moved "
-                f"(pace while working: {r['files_per_s_while_working']:,.0f}/s)"
+                f"(pace while working: {pace:,.0f}/s)"
             )
-            ratio = "n/a"
+            ratio = f"{base / pace:.1f}x its pace" if base and pace else "n/a"
         rows.append(
             [
                 name,

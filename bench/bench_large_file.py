@@ -295,7 +295,7 @@ def report(results: dict[str, Any], neighbours: str, size: int, args: Any, meta:
     print(f"\nduring the run: {neighbours}")
     body = (
         f"One file of {size / c.MiB:,.0f} MiB (non-zero data), {results['repeat']} run(s) of each path "
-        "(medians; each run right after its reference), daemon flags `{' '.join(FLAGS)}` "
+        f"(medians; each run right after its reference), daemon flags `{' '.join(FLAGS)}` "
         "(ready = the `.ok` sidecar is created; the file was renamed in beforehand), ledger and "
         "manifests on the disk. Each path is measured with the source cold (page cache dropped: "
         "`sync; echo 3 > /proc/sys/vm/drop_caches`) and warm (read once just before), the "

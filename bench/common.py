@@ -310,8 +310,28 @@ class DaemonProcess:
                 self._profiler.wait()
             self._profiler = None
 
-    def stop(self, timeout: float = 120.0) -> int:
-        """Sample memory, then SIGTERM and wait; returns the exit code."""
+    def dump_stack(self, match: str = "ingestor/") -> str:
+        """py-spy dump of the daemon's busy threads (frames of ours only): where it is right now."""
+        spy = Path(sys.executable).parent / "py-spy"
+        r = subprocess.run(
+            [str(spy), "dump", "--pid", str(self.pid)], capture_output=True, text=True, check=False
+        )
+        out, keep = [], False
+        for line in r.stdout.splitlines():
+            if line.startswith("Thread "):
+                keep = "(active" in line
+                if keep:
+                    out.append(line.strip())
+            elif keep and match in line:
+                out.append("    " + line.strip())
+        return "\n".join(out)
+
+    def stop(self, timeout: float = 120.0, *, interrupt_scan: bool = False) -> int:
+        """Sample memory, then SIGTERM and wait; returns the exit code.
+
+        ``interrupt_scan``: signal twice (the second SIGTERM tells long work in
+        threads, such as a start-up scan, to stop now).
+        """
         if self.proc is None:
             return 0
         self.stop_profile()
@@ -321,6 +341,9 @@ class DaemonProcess:
             except OSError:
                 pass  # exited between the check and the read: the last sample stands
             self.proc.send_signal(signal.SIGTERM)
+            if interrupt_scan:
+                time.sleep(0.5)  # two distinct signals, not one coalesced
+                self.proc.send_signal(signal.SIGTERM)
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -558,7 +581,7 @@ def _mem_total_gib() -> float:
 def git_state() -> dict[str, Any]:
     def git(*args: str) -> str:
         r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
-        return r.stdout.strip()
+        return r.stdout.rstrip("\n")  # not strip(): porcelain lines start with a status column
 
     dirty = [
         line[3:]

@@ -15,7 +15,8 @@ seconds is stopped and reported with what it left behind.
 
 The tools (each started before the drop, stopped after):
 
-- ``ingestor run --stability-seconds 0.2`` (defaults otherwise);
+- ``ingestor run --stability-seconds 0.2`` (defaults otherwise), and the
+  same with ``--processes 2`` (two lander processes);
 - ``bench/naive_reference.py --interval 1 --stability 0.2``: scan, hash, move,
   one SQLite commit per file, manifest line + fsync;
 - ``bench/inotify_pipeline.sh``: ``inotifywait -m -r | while read``,
@@ -95,8 +96,9 @@ def _tail_running(
     return Running(lambda: tail.count, lambda: tail.last_at, stop, alive, pids)
 
 
-def start_ingestor(lay: c.Layout, root: Path) -> Running:
-    d = c.DaemonProcess(lay, ["--stability-seconds", str(WINDOW)], root / "tool.log").start()
+def start_ingestor(lay: c.Layout, root: Path, processes: int = 1) -> Running:
+    flags = ["--stability-seconds", str(WINDOW)] + (["--processes", str(processes)] if processes > 1 else [])
+    d = c.DaemonProcess(lay, flags, root / "tool.log").start()
     return _tail_running(lay, d.stop, d.alive, [d.pid])
 
 
@@ -190,6 +192,7 @@ def _comm(pid: int) -> str:
 TOOLS: dict[str, tuple[str, list[str] | None]] = {
     # name: (what it is, the command whose presence it needs)
     "ingestor": ("ingestor run --stability-seconds 0.2", None),
+    "ingestor-p2": ("the same with --processes 2", None),
     "naive": ("naive_reference.py (scan every 1 s, commit + fsync per file)", None),
     "inotify": ("inotifywait | while read; sha256sum; mv -n", ["inotifywait", "--help"]),
     "inotify+sync": ("the same + sync of manifest and dirs per file", ["inotifywait", "--help"]),
@@ -207,6 +210,8 @@ def run_tool(name: str, master: Path, root: Path, files: int, stall: float) -> d
     cpu0 = _children_cpu()
     if name == "ingestor":
         r = start_ingestor(lay, root)
+    elif name == "ingestor-p2":
+        r = start_ingestor(lay, root, processes=2)
     elif name == "naive":
         r = start_naive(lay, root)
     elif name.startswith("inotify"):
@@ -310,6 +315,7 @@ def main() -> None:
 
 GUARANTEES = {
     "ingestor": "exactly once by content (SHA-256 dedup), crash-safe ledger, manifest and dirs fsynced, completion check",
+    "ingestor-p2": "the same",
     "naive": "dedup by SHA-256, a commit and a manifest fsync per file; no directory fsync, a crash between steps loses a record or a line",
     "inotify": "no dedup, no completion check, nothing fsynced, not crash-safe, loses files when inotify's queue overflows",
     "inotify+sync": "as above, but the manifest line and both directories are fsynced per file",

@@ -205,6 +205,7 @@ class DaemonProcess:
         self.started_at = 0.0
         self.peak_rss_kb = 0
         self.rss_kb = 0
+        self.processes = 1
         self._log_offset = 0
         self._events: list[dict[str, Any]] = []
         self._profiler: subprocess.Popen[bytes] | None = None
@@ -277,14 +278,49 @@ class DaemonProcess:
         except OSError:
             return ""
 
+    def tree(self) -> list[int]:
+        """The daemon and every live descendant (``--processes N`` landers, a resource tracker)."""
+        out, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            try:
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                        todo.extend(int(x) for x in fh.read().split())
+            except OSError:
+                continue  # exited meanwhile
+        return out
+
     def sample_memory(self) -> dict[str, int]:
-        st = proc_status(self.pid)
-        self.peak_rss_kb = max(self.peak_rss_kb, st.get("VmHWM", 0))
-        self.rss_kb = st.get("VmRSS", 0)
-        return st
+        """VmRSS and VmHWM summed over the daemon's process tree (for one process: its own).
+
+        With child processes the summed VmHWM is an upper bound of the tree's
+        simultaneous peak (each process's own peak, added up).
+        """
+        total = {"VmRSS": 0, "VmHWM": 0, "processes": 0}
+        for pid in self.tree():
+            try:
+                st = proc_status(pid)
+            except OSError:
+                continue  # exited meanwhile
+            total["VmRSS"] += st.get("VmRSS", 0)
+            total["VmHWM"] += st.get("VmHWM", 0)
+            total["processes"] += 1
+        self.peak_rss_kb = max(self.peak_rss_kb, total["VmHWM"])
+        self.rss_kb = total["VmRSS"]
+        self.processes = total["processes"]
+        return total
 
     def cpu_seconds(self) -> float:
-        return proc_cpu_seconds(self.pid)
+        """CPU seconds of the daemon's process tree (live processes)."""
+        total = 0.0
+        for pid in self.tree():
+            try:
+                total += proc_cpu_seconds(pid)
+            except OSError:
+                continue  # exited meanwhile
+        return total
 
     def start_profile(self, out: Path, rate: int = 97) -> None:
         """py-spy record of all threads (idle ones excluded) as collapsed stacks into ``out``."""
@@ -294,7 +330,7 @@ class DaemonProcess:
         self._profiler = subprocess.Popen(
             [
                 *(str(spy), "record", "--pid", str(self.pid), "--format", "raw"),
-                *("--rate", str(rate), "--output", str(out), "--threads"),
+                *("--rate", str(rate), "--output", str(out), "--threads", "--subprocesses"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -53,7 +53,12 @@ def test_limits(tmp_path: Path) -> None:
 
 def test_small_files(tmp_path: Path) -> None:
     data = run_quick("bench_small_files.py", tmp_path)["data"]
-    assert {r["how"] for r in data["runs"]} == {"prestaged", "live"}
+    assert {(r["how"], r["processes"]) for r in data["runs"]} == {
+        ("prestaged", 1),
+        ("prestaged", 2),
+        ("live", 1),
+        ("live", 2),
+    }
     for r in data["runs"]:
         assert r["files"] == data["files"] == 1000
         assert positive(r["files_per_s"], r["peak_rss_mb"], r["daemon_cpu_s"])
@@ -93,8 +98,8 @@ def test_memory(tmp_path: Path) -> None:
 def test_compare(tmp_path: Path) -> None:
     data = run_quick("bench_compare.py", tmp_path)["data"]
     results = data["results"]
-    assert list(results) == ["ingestor", "naive", "inotify", "inotify+sync", "rclone"]
-    for name in ("ingestor", "naive"):
+    assert list(results) == ["ingestor", "ingestor-p2", "naive", "inotify", "inotify+sync", "rclone"]
+    for name in ("ingestor", "ingestor-p2", "naive"):
         r = results[name]
         assert r["finished"] and r["landed"] == data["files"] and r["left_in_landing"] == 0, r
         assert positive(r["files_per_s"])

@@ -341,26 +341,33 @@ class Ledger:
         return conn
 
     def live_identities(self, idents: Sequence[Identity]) -> set[Identity]:
-        """Which identities are in flight (any owner) or kept as duplicates.
+        """Which identities are in flight (any owner) or kept as duplicates."""
+        keys = self.live_keys([(i.device, i.inode, i.size, i.mtime_ns) for i in idents])
+        return {Identity(*k) for k in keys}
 
-        One query per 1,000 identities (a row-value IN list over the partial
-        index of live rows), so a scan of a million already-seen files costs a
-        thousand queries, not a million.
+    def live_keys(self, keys: Sequence[tuple[int, int, int, int]]) -> set[tuple[int, int, int, int]]:
+        """``live_identities`` on plain (device, inode, size, mtime_ns) tuples, for scans.
+
+        One query per 1,000 keys, each an index seek, so a scan of a million
+        already-seen files costs a thousand queries, not a million.
         """
         conn = self.reader()
-        out: set[Identity] = set()
+        out: set[tuple[int, int, int, int]] = set()
         try:
-            for start in range(0, len(idents), 1000):
-                chunk = idents[start : start + 1000]
+            for start in range(0, len(keys), 1000):
+                chunk = keys[start : start + 1000]
                 marks = ",".join(["(?,?,?,?)"] * len(chunk))
-                params = [v for i in chunk for v in (i.inode, i.device, i.size, i.mtime_ns)]
+                params = [v for k in chunk for v in (k[1], k[0], k[2], k[3])]
+                # the values drive the join (CROSS JOIN fixes the order): one index seek each;
+                # "(cols) IN (VALUES ...)" scanned the whole live index once per chunk
                 rows = conn.execute(
-                    "SELECT inode, device, size, mtime_ns FROM files "
-                    f"WHERE (inode, device, size, mtime_ns) IN (VALUES {marks}) "
-                    f"AND (state IN {_OPEN} OR action = 'kept')",
+                    f"WITH v(i, d, s, m) AS (VALUES {marks}) "
+                    "SELECT f.inode, f.device, f.size, f.mtime_ns FROM v CROSS JOIN files f "
+                    "ON f.inode = v.i AND f.device = v.d AND f.size = v.s AND f.mtime_ns = v.m "
+                    f"WHERE (f.state IN {_OPEN} OR f.action = 'kept')",
                     params,
                 ).fetchall()
-                out.update(Identity(r[1], r[0], r[2], r[3]) for r in rows)
+                out.update((r[1], r[0], r[2], r[3]) for r in rows)
         except sqlite3.Error as exc:
             raise Retryable("read ledger", str(self.path), str(exc), "retried") from exc
         return out

@@ -22,11 +22,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ingestor.fsops import OPEN_DIR, open_beneath
-from ingestor.records import Identity
 
 CHUNK = 1024
 
 Observation = tuple[str, os.stat_result]
+Key = tuple[int, int, int, int]  # (device, inode, size, mtime_ns): an Identity, as a plain tuple
 
 
 def walk(
@@ -35,8 +35,8 @@ def walk(
     *,
     on_dir: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
-) -> Iterator[Observation]:
-    """Every non-directory entry below ``start`` (relative), as (rel, lstat)."""
+) -> Iterator[list[Observation]]:
+    """The non-directory entries below ``start``, one list per directory, as (rel, lstat)."""
     try:
         top = open_beneath(landing_fd, start, OPEN_DIR) if start else os.dup(landing_fd)
     except (FileNotFoundError, NotADirectoryError):
@@ -46,38 +46,38 @@ def walk(
             return
         raise
     stack: list[tuple[int, str]] = [(top, start)]
-    while stack:
-        fd, rel_dir = stack.pop()
-        if on_dir is not None:
-            on_dir(rel_dir)
-        try:
-            with os.scandir(fd) as it:
-                entries = list(it)
-        except OSError:
-            os.close(fd)
-            continue
-        for entry in entries:
+    try:
+        while stack:
             if stop is not None and stop.is_set():
-                os.close(fd)
-                for other, _ in stack:
-                    os.close(other)
                 return
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            fd, rel_dir = stack.pop()
             try:
-                st = entry.stat(follow_symlinks=False)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            if stat_mod.S_ISDIR(st.st_mode):
-                if entry.name.startswith("."):
-                    continue
-                try:
-                    sub = os.open(entry.name, OPEN_DIR, dir_fd=fd)
-                except OSError:
-                    continue  # replaced by a symlink meanwhile, or gone
-                stack.append((sub, rel))
-            else:
-                yield rel, st
-        os.close(fd)
+                if on_dir is not None:
+                    on_dir(rel_dir)
+                prefix = f"{rel_dir}/" if rel_dir else ""
+                found: list[Observation] = []
+                with os.scandir(fd) as it:
+                    for entry in it:
+                        try:
+                            st = entry.stat(follow_symlinks=False)
+                        except (FileNotFoundError, NotADirectoryError):
+                            continue
+                        if not stat_mod.S_ISDIR(st.st_mode):
+                            found.append((prefix + entry.name, st))
+                        elif not entry.name.startswith("."):
+                            try:
+                                stack.append((os.open(entry.name, OPEN_DIR, dir_fd=fd), prefix + entry.name))
+                            except OSError:
+                                continue  # replaced by a symlink meanwhile, or gone
+            except OSError:
+                continue  # the directory went away or cannot be read
+            finally:
+                os.close(fd)
+            if found:
+                yield found
+    finally:
+        for other, _ in stack:
+            os.close(other)
 
 
 def scan(
@@ -85,28 +85,31 @@ def scan(
     start: str,
     *,
     emit: Callable[[list[Observation]], None],
-    live: Callable[[list[Identity]], set[Identity]],
+    live: Callable[[list[Key]], set[Key]],
     ignored: Callable[[str], bool],
     on_dir: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
 ) -> int:
-    """Walk below ``start`` and ``emit`` chunks of observations; returns files seen."""
+    """Walk below ``start`` and ``emit`` chunks of observations; returns files seen.
+
+    Files whose identity the ledger knows as in flight or kept are left out,
+    a thousand per query.
+    """
     seen = 0
     chunk: list[Observation] = []
 
     def flush() -> None:
-        regular = [Identity.of(st) for rel, st in chunk if stat_mod.S_ISREG(st.st_mode)]
+        keys = [(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for _, st in chunk]
+        regular = [k for k, (_, st) in zip(keys, chunk, strict=True) if stat_mod.S_ISREG(st.st_mode)]
         skip = live(regular) if regular else set()
-        keep = [(rel, st) for rel, st in chunk if not skip or Identity.of(st) not in skip]
+        keep = [obs for obs, k in zip(chunk, keys, strict=True) if k not in skip] if skip else list(chunk)
         if keep:
             emit(keep)
         chunk.clear()
 
-    for rel, st in walk(landing_fd, start, on_dir=on_dir, stop=stop):
-        seen += 1
-        if ignored(rel):
-            continue
-        chunk.append((rel, st))
+    for found in walk(landing_fd, start, on_dir=on_dir, stop=stop):
+        seen += len(found)
+        chunk.extend(obs for obs in found if not ignored(obs[0]))
         if len(chunk) >= CHUNK:
             flush()
     if chunk:

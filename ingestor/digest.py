@@ -31,7 +31,7 @@ from ingestor.fsops import OPEN_DATA, TempDir, open_beneath, start_writeback, wa
 from ingestor.records import Candidate, Hashed, Identity
 
 BUFFER_SIZE = 1 << 20
-PIPELINE_ABOVE = 8 << 20  # copies of larger files overlap hashing and writing
+PIPELINE_ABOVE = 8 << 20  # larger files: reading (and copying) overlaps hashing
 COPY_CHUNK = 4 << 20
 WRITEBACK_WINDOW = 64 << 20
 DROP_CACHE_ABOVE = 256 << 20  # files larger than this are dropped from the page cache
@@ -105,8 +105,8 @@ def hash_fd(
     name: str = "",
 ) -> str:
     """SHA-256 of ``fd`` from offset 0; every chunk is also written to ``sink`` if given."""
-    if sink >= 0 and size >= PIPELINE_ABOVE:
-        return _copy_pipelined(fd, size, sink=sink, stop=stop, name=name)
+    if size >= PIPELINE_ABOVE:
+        return _pipelined(fd, size, sink=sink, stop=stop, name=name)
     h = hashlib.sha256()
     # a small file fits with a byte to spare: its one read comes back short, which is EOF
     buf = bytearray(BUFFER_SIZE if size >= BUFFER_SIZE else max(size + 1, 4096))
@@ -140,47 +140,59 @@ def hash_fd(
     return h.hexdigest()
 
 
-def _copy_pipelined(fd: int, size: int, *, sink: int, stop: threading.Event | None, name: str) -> str:
-    """Copy and hash in one read pass, with the write of each chunk overlapping its hash.
+def _pipelined(fd: int, size: int, *, sink: int, stop: threading.Event | None, name: str) -> str:
+    """Hash (and copy, with a ``sink``) in one read pass, I/O overlapping the hash.
 
-    Two buffers: while a writer thread writes chunk i, this thread hashes it
-    and reads chunk i+1 (hashlib and the system calls release the GIL, so both
-    cores work). Writeback is started every window (``sync_file_range``) so the
-    disk streams, and the window before last is waited for and dropped from the
-    page cache, so a terabyte copy neither stalls on one huge fdatasync nor
-    floods memory with dirty pages. The caller's fdatasync makes it durable.
+    Two buffers and one I/O thread: while this thread hashes chunk i, the I/O
+    thread writes chunk i to the sink (when copying) and then reads chunk i+1
+    into the other buffer. hashlib and the system calls release the GIL, so a
+    chunk costs max(hash, write + read) instead of their sum: both cores work.
+    Writeback of the copy is started every window (``sync_file_range``) so the
+    disk streams; the window before last is waited for and, for large files,
+    dropped from the page cache with the source pages, so a terabyte copy
+    neither stalls on one huge fdatasync nor floods memory. The caller's
+    fdatasync is what makes the copy durable.
     """
     h = hashlib.sha256()
     bufs = (bytearray(COPY_CHUNK), bytearray(COPY_CHUNK))
     drop = size > DROP_CACHE_ABOVE
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     offset = 0
+    dropped = 0
     window_start = 0
     previous: tuple[int, int] | None = None
+
+    def step(view: memoryview | None, nxt: bytearray, at: int) -> int:
+        """In the I/O thread: write this chunk (copy), then read the next one."""
+        if view is not None and sink >= 0:
+            _write_all(sink, view, name)
+        return _pread(fd, nxt, at, name) if at >= 0 else 0
+
     cur = 0
     n = _pread(fd, bufs[cur], offset, name)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="copy-writer") as writer:
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="io") as io:
         while n:
             view = memoryview(bufs[cur])[:n]
-            written = writer.submit(_write_all, sink, view, name)
+            at_end = n < len(bufs[cur]) and offset + n >= size
+            pending = io.submit(step, view, bufs[1 - cur], -1 if at_end else offset + n)
             try:
                 h.update(view)
-                offset += n
-                at_end = n < len(bufs[cur]) and offset >= size
-                n_next = 0 if at_end else _pread(fd, bufs[1 - cur], offset, name)
             finally:
-                written.result()  # the buffer is free again; raises the writer's error
-            if faults.ACTIVE:
+                n_next = pending.result()  # the buffer is free again; raises the I/O error
+            offset += n
+            if faults.ACTIVE and sink >= 0:
                 faults.ACTIVE.hit("mid_copy")
-            if offset - window_start >= WRITEBACK_WINDOW:
+            if sink >= 0 and offset - window_start >= WRITEBACK_WINDOW:
                 start_writeback(sink, window_start, offset - window_start)
                 if previous is not None:
                     wait_writeback(sink, *previous)
                     if drop:
                         os.posix_fadvise(sink, *previous, os.POSIX_FADV_DONTNEED)
-                        os.posix_fadvise(fd, *previous, os.POSIX_FADV_DONTNEED)
                 previous = (window_start, offset - window_start)
                 window_start = offset
+            if drop and offset - dropped >= _DROP_EVERY:
+                os.posix_fadvise(fd, dropped, offset - dropped, os.POSIX_FADV_DONTNEED)
+                dropped = offset
             if stop is not None and stop.is_set():
                 raise Stopping(name)
             cur = 1 - cur

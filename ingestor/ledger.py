@@ -238,6 +238,7 @@ class Ledger:
             conn.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", missing.items())
             conn.execute("COMMIT")
         self.owners.acquire(self.owner)
+        self._txn_lock = os.open(self.path.parent / "write.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._conn = conn
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._thread.start()
@@ -248,6 +249,7 @@ class Ledger:
             self._thread.join()
             self._thread = None
             self._conn.close()
+            os.close(self._txn_lock)
         with self._readers_lock:
             for r in self._readers:
                 r.close()
@@ -291,6 +293,10 @@ class Ledger:
         conn = self._conn
         started = time.monotonic()
         results: list[tuple[bool, Any]] = []
+        # Writers of other processes (lander processes, a replay) queue on a flock,
+        # woken the moment the holder commits; SQLite's own busy handler would poll
+        # its lock with sleeps of 1 to 100 ms. SQLite's lock stays the authority.
+        fcntl.flock(self._txn_lock, fcntl.LOCK_EX)
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, _ in group:
@@ -316,6 +322,8 @@ class Ledger:
             for _, fut in group:
                 fut.set_exception(err)
             return
+        finally:
+            fcntl.flock(self._txn_lock, fcntl.LOCK_UN)
         elapsed = time.monotonic() - started
         self.commits += 1
         self.last_group = len(group)

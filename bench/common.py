@@ -414,6 +414,7 @@ def summarize_profile(path: Path, top: int = 12) -> tuple[list[tuple[str, float]
     """
     leaves: dict[str, int] = {}
     threads: dict[str, int] = {}
+    pids: dict[int, int] = {}  # pid → order of first appearance (the daemon samples first)
     total = 0
     try:
         text = path.read_text(errors="replace")
@@ -424,12 +425,19 @@ def summarize_profile(path: Path, top: int = 12) -> tuple[list[tuple[str, float]
         if not n.isdigit():
             continue
         frames = stack.split(";")
-        if any(frames[-1].startswith(idle) for idle in IDLE_LEAVES):
+        process = ""
+        if frames[0].startswith("process "):  # py-spy --subprocesses: "process PID:cmdline" first
+            m = re.match(r"process (\d+)", frames[0])
+            pid = int(m.group(1)) if m else -1
+            pids.setdefault(pid, len(pids))
+            process = "daemon: " if pids[pid] == 0 else "lander process: "
+            frames = frames[1:]
+        if not frames or any(frames[-1].startswith(idle) for idle in IDLE_LEAVES):
             continue
         total += int(n)
         leaves[frames[-1]] = leaves.get(frames[-1], 0) + int(n)
         name = re.sub(r"^thread \(\d+\): ?", "", frames[0]) or "unnamed"
-        name = re.sub(r"_\d+$", "_N", name)  # worker_0..worker_4 → worker_N
+        name = process + re.sub(r"_\d+$", "_N", name)  # worker_0..worker_4 → worker_N
         threads[name] = threads.get(name, 0) + int(n)
     if not total:
         return [], []

@@ -144,7 +144,7 @@ class Readiness:
         target = self.target(rel)
         if target is None:
             return
-        self.settled.pop(target, None)
+        # a settled path is judged again, but reported again only if its key changed
         now = self.clock()
         delay = 0.0 if self.mode is Mode.SIDECAR else self.window
         self._schedule(target, now + delay, now, from_event=True)
@@ -265,7 +265,7 @@ class Readiness:
     ) -> None:
         if verdict is Verdict.READY:
             del self.pending[rel]
-            if rel not in self.judged_ready:
+            if self.one_shot and rel not in self.judged_ready:  # a daemon would grow it forever
                 self.judged_ready.add(rel)
                 self.admitted_files += 1
                 self.admitted_bytes += size

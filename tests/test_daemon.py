@@ -475,3 +475,4 @@ def test_a_lander_process_that_dies_is_replaced_and_its_files_recovered(env: Env
     wait_for(lambda: landed(env, 400), 90, "all 400 after the lander died")
     invariants.check(env, invariants.expected_of(rep))
     assert d.alive()
+

@@ -248,8 +248,11 @@ class Readiness:
                 self.log.warning("file_rejected", path=str(self.landing / rel), cause=_kind(st.st_mode))
                 self.count_problem("bad_input")
             return Verdict.DROP, 0.0, None
+        if st is None:
+            self.settled.pop(rel, None)  # gone: nothing to remember about it
         if self.mode is Mode.SIDECAR:
             if sc is None or not stat_mod.S_ISREG(sc.st_mode):
+                self.orphans.discard(rel + self.sidecar_suffix)
                 return Verdict.DROP, 0.0, None
             if st is None:
                 return self._orphan(rel, p)

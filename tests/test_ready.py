@@ -169,3 +169,20 @@ def test_non_regular_files_are_rejected_once(tmp_path: Path) -> None:
         assert problems == ["bad_input", "bad_input"] and not r.ready
 
     run(body, lambda: readiness(tmp_path, count_problem=problems.append))
+
+
+def test_memory_of_rejected_paths_and_orphans_goes_with_them(tmp_path: Path) -> None:
+    os.symlink("/etc/passwd", tmp_path / "link.csv")
+    (tmp_path / "ghost.csv.ok").write_bytes(b"")
+
+    async def body(r: Readiness) -> None:
+        r.hint("link.csv")
+        r.hint("ghost.csv.ok")
+        await until(lambda: "link.csv" in r.settled and "ghost.csv.ok" in r.orphans, 10)
+        os.unlink(tmp_path / "link.csv")
+        os.unlink(tmp_path / "ghost.csv.ok")
+        r.hint("link.csv")
+        r.hint("ghost.csv.ok")
+        await until(lambda: not r.settled and not r.orphans and not r.pending, 10)
+
+    run(body, lambda: readiness(tmp_path, mode=Mode.SIDECAR))

@@ -99,17 +99,19 @@ def scan(
     chunk: list[Observation] = []
 
     def flush() -> None:
+        # known files first (one query per 1,000), then names: a million already-seen
+        # files never pay for the ignore rules
         keys = [(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for _, st in chunk]
         regular = [k for k, (_, st) in zip(keys, chunk, strict=True) if stat_mod.S_ISREG(st.st_mode)]
         skip = live(regular) if regular else set()
-        keep = [obs for obs, k in zip(chunk, keys, strict=True) if k not in skip] if skip else list(chunk)
+        keep = [obs for obs, k in zip(chunk, keys, strict=True) if k not in skip and not ignored(obs[0])]
         if keep:
             emit(keep)
         chunk.clear()
 
     for found in walk(landing_fd, start, on_dir=on_dir, stop=stop):
         seen += len(found)
-        chunk.extend(obs for obs in found if not ignored(obs[0]))
+        chunk.extend(found)
         if len(chunk) >= CHUNK:
             flush()
     if chunk:

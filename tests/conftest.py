@@ -180,9 +180,42 @@ def daemon(env: Env, tmp_path: Path) -> Iterator[Any]:
         if d.proc is not None:
             rc = d.stop()
             assert rc == 0, f"daemon exited {rc}:\n{d.log_text()[-5000:]}"
+    killed = any(-signal.SIGKILL in d.stopped for d in started)
     for d in started:
-        bad = [e for e in d.logs(since_start=False) if e.get("event") in ("internal_error", "<not json>")]
+        entries = d.logs(since_start=False)
+        if killed:
+            entries = _without_orphaned_spawns(entries)
+        bad = [e for e in entries if e.get("event") in ("internal_error", "<not json>")]
         assert not bad, f"daemon logged {bad[:3]}"
+
+
+def _without_orphaned_spawns(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop the one traceback a ``kill -9`` may leave behind with ``--processes``.
+
+    A lander process whose parent is killed during multiprocessing's spawn handshake
+    (after the exec, before the parent wrote the pickled start-up data) finds its pipe
+    closed and the interpreter prints ``EOFError`` from ``spawn_main``: before any
+    ingestor code runs, so nothing was claimed or touched. Only that exact shape is
+    dropped; any other text that is not JSON still fails the test.
+    """
+    out: list[dict[str, Any]] = []
+    i = 0
+    while i < len(entries):
+        e = entries[i]
+        if e.get("event") == "<not json>" and e["text"] == "Traceback (most recent call last):":
+            j = i + 1
+            while j < len(entries) and entries[j].get("event") == "<not json>" and entries[j]["text"].startswith(" "):
+                j += 1
+            frames = " ".join(x["text"] for x in entries[i + 1 : j])
+            last = entries[j]["text"] if j < len(entries) and entries[j].get("event") == "<not json>" else ""
+            if "multiprocessing/spawn.py" in frames and "spawn_main" in frames and "ingestor" not in frames and (
+                last.startswith(("EOFError", "_pickle.UnpicklingError"))
+            ):
+                i = j + 1
+                continue
+        out.append(e)
+        i += 1
+    return out
 
 
 def run_ingestor(

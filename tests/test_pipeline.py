@@ -67,8 +67,11 @@ def test_daemon_then_sampler_once_then_follow(env: Env, daemon) -> None:
     samples = env.root / "samples"
     daemon(stability="0.2")
     first = _drop_formats(env.landing, "a")
-    (env.landing / "a-dup.csv").write_bytes(first["a/data.csv"])  # a duplicate: never sampled
-    wait_for(lambda: len(env.records()) == len(first) + 1, 30, "the first drop")
+    wait_for(lambda: len(env.records()) == len(first), 30, "the first drop")
+    # a resend after the original landed: a duplicate, never sampled (sent together,
+    # either name may win the race to be the original)
+    (env.landing / "a-dup.csv").write_bytes(first["a/data.csv"])
+    wait_for(lambda: len(env.records()) == len(first) + 1, 30, "the resend")
 
     res = subprocess.run(sampler(env, samples, "--once"), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

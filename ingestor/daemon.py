@@ -407,7 +407,7 @@ class Daemon:
             self.landing_fd,
             target,
             emit=emit,
-            live=self.ledger.live_keys,
+            unknown=self.ledger.unknown_keys,
             ignored=lambda rel: self.readiness.target(rel) is None,
             on_dir=self.watcher.add_dir if self.watcher is not None else None,
             stop=self.stop_threads,

@@ -354,28 +354,34 @@ class Ledger:
         return {Identity(*k) for k in keys}
 
     def live_keys(self, keys: Sequence[tuple[int, int, int, int]]) -> set[tuple[int, int, int, int]]:
-        """``live_identities`` on plain (device, inode, size, mtime_ns) tuples, for scans.
+        """``live_identities`` on plain (device, inode, size, mtime_ns) tuples."""
+        unknown = set(self.unknown_keys(keys))
+        return {k for i, k in enumerate(keys) if i not in unknown}
 
-        One query per 1,000 keys, each an index seek, so a scan of a million
-        already-seen files costs a thousand queries, not a million.
+    def unknown_keys(self, keys: Sequence[tuple[int, int, int, int]]) -> list[int]:
+        """Positions in ``keys`` of the identities that are neither in flight nor kept: for scans.
+
+        One query per 1,000 keys, each key an index seek, and only the unknown
+        ones come back: a scan of a million already-seen files costs a thousand
+        queries that run inside SQLite (no GIL) and return nothing.
         """
         conn = self.reader()
-        out: set[tuple[int, int, int, int]] = set()
+        out: list[int] = []
         try:
             for start in range(0, len(keys), 1000):
                 chunk = keys[start : start + 1000]
-                marks = ",".join(["(?,?,?,?)"] * len(chunk))
-                params = [v for k in chunk for v in (k[1], k[0], k[2], k[3])]
-                # the values drive the join (CROSS JOIN fixes the order): one index seek each;
-                # "(cols) IN (VALUES ...)" scanned the whole live index once per chunk
+                marks = ",".join(["(?,?,?,?,?)"] * len(chunk))
+                params = [v for j, k in enumerate(chunk, start) for v in (j, k[1], k[0], k[2], k[3])]
+                # the values drive the lookup: one seek each in files_live, whose
+                # condition is the subquery's ("(cols) IN (VALUES ...)" scanned the index)
                 rows = conn.execute(
-                    f"WITH v(i, d, s, m) AS (VALUES {marks}) "
-                    "SELECT f.inode, f.device, f.size, f.mtime_ns FROM v CROSS JOIN files f "
-                    "ON f.inode = v.i AND f.device = v.d AND f.size = v.s AND f.mtime_ns = v.m "
-                    f"WHERE (f.state IN {_OPEN} OR f.action = 'kept')",
+                    f"WITH v(j, i, d, s, m) AS (VALUES {marks}) SELECT v.j FROM v WHERE NOT EXISTS ("
+                    "SELECT 1 FROM files f WHERE f.inode = v.i AND f.device = v.d "
+                    "AND f.size = v.s AND f.mtime_ns = v.m "
+                    f"AND (f.state IN {_OPEN} OR f.action = 'kept'))",
                     params,
                 ).fetchall()
-                out.update((r[1], r[0], r[2], r[3]) for r in rows)
+                out.extend(r[0] for r in rows)
         except sqlite3.Error as exc:
             raise Retryable("read ledger", str(self.path), str(exc), "retried") from exc
         return out

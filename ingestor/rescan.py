@@ -85,26 +85,28 @@ def scan(
     start: str,
     *,
     emit: Callable[[list[Observation]], None],
-    live: Callable[[list[Key]], set[Key]],
+    unknown: Callable[[list[Key]], list[int]],
     ignored: Callable[[str], bool],
     on_dir: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
 ) -> int:
     """Walk below ``start`` and ``emit`` chunks of observations; returns files seen.
 
-    Files whose identity the ledger knows as in flight or kept are left out,
-    a thousand per query.
+    ``unknown(keys)`` gives the positions of the identities the ledger does not
+    know as in flight or kept (a thousand per query); only those files are
+    looked at further (ignore rules, then ``emit``), so a million already-seen
+    files cost their walk and a thousand queries that return nothing.
     """
     seen = 0
     chunk: list[Observation] = []
 
     def flush() -> None:
-        # known files first (one query per 1,000), then names: a million already-seen
-        # files never pay for the ignore rules
-        keys = [(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for _, st in chunk]
-        regular = [k for k, (_, st) in zip(keys, chunk, strict=True) if stat_mod.S_ISREG(st.st_mode)]
-        skip = live(regular) if regular else set()
-        keep = [obs for obs, k in zip(chunk, keys, strict=True) if k not in skip and not ignored(obs[0])]
+        regular = [obs for obs in chunk if stat_mod.S_ISREG(obs[1].st_mode)]
+        keys = [(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for _, st in regular]
+        fresh = [regular[i] for i in unknown(keys)] if keys else []
+        if len(regular) < len(chunk):  # symlinks, FIFOs...: the ledger never knows them
+            fresh.extend(obs for obs in chunk if not stat_mod.S_ISREG(obs[1].st_mode))
+        keep = [obs for obs in fresh if not ignored(obs[0])]
         if keep:
             emit(keep)
         chunk.clear()

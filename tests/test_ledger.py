@@ -685,3 +685,17 @@ def test_live_identity_lookup_seeks_the_index_per_identity(ledger: Ledger) -> No
     (sql,) = [s for s in statements if s.lstrip().startswith("WITH")]
     plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
     assert "SEARCH f USING INDEX files_live" in plan and "SCAN f" not in plan, plan
+
+
+def test_unknown_keys_gives_positions_across_query_chunks(ledger: Ledger, policy: PlanPolicy) -> None:
+    """A scan asks 1,000 keys per query; positions past the first chunk must stay positions."""
+    h = hashed("a.csv", "x")
+    rec_of(ledger, h, policy)
+    i = h.identity
+    known = (i.device, i.inode, i.size, i.mtime_ns)
+    keys = [(i.device, 10_000 + n, 1, n) for n in range(2500)]
+    keys[3] = known
+    keys[1500] = known
+    unknown = ledger.unknown_keys(keys)
+    assert sorted(unknown) == [n for n in range(2500) if n not in (3, 1500)]
+    assert ledger.unknown_keys([]) == []

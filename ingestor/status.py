@@ -32,6 +32,7 @@ from ingestor.ledger import connect
 from ingestor.manifest import encode_path, rfc3339
 from ingestor.records import State, Status
 from ingestor.settings import SettingsError
+from ingestor.units import human_bytes
 
 WINDOWS = (("last_minute", 60), ("last_hour", 3600))
 # a literal, as in the index's WHERE: a partial index is used only when the planner sees the same terms
@@ -199,15 +200,6 @@ def _n(n: int) -> str:
     return f"{n:,}"
 
 
-def _bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 def _age(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s ago"
@@ -229,7 +221,7 @@ def render(report: dict[str, Any]) -> str:
         f"({_n(s['hashed'])} hashed, {_n(s['moved'])} moved)",
         "landed       "
         + "; ".join(
-            f"{name.replace('_', ' ')}: {_n(w['files'])} files, {_bytes(w['bytes'])}"
+            f"{name.replace('_', ' ')}: {_n(w['files'])} files, {human_bytes(w['bytes'])}"
             for name, w in report["landed"].items()
         ),
     ]
@@ -237,7 +229,7 @@ def render(report: dict[str, Any]) -> str:
     lines.append(
         "last landed  none"
         if last is None
-        else f"last landed  {last['at']} ({_age(last['age_seconds'])}) {last['path']} ({_bytes(last['size'])})"
+        else f"last landed  {last['at']} ({_age(last['age_seconds'])}) {last['path']} ({human_bytes(last['size'])})"
         + (f" -> {last['warehouse_path']}" if last["warehouse_path"] else "")
     )
     old = report["oldest_open"]

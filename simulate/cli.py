@@ -20,7 +20,7 @@ import typer
 
 from ingestor import logs
 from ingestor.settings import Settings, SettingsError, load
-from sampler.settings import parse_size
+from ingestor.units import human_bytes, parse_size
 from simulate import traffic
 
 app = typer.Typer(
@@ -49,15 +49,6 @@ SizeOpt = Annotated[
 ]
 PrefixOpt = Annotated[str | None, typer.Option(help="File name prefix. [default: per command]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")]
-
-
-def human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _emit(summary: dict[str, Any], line: str, as_json: bool) -> None:

@@ -44,6 +44,19 @@ class Env:
     manifests: Path
     state: Path
 
+    @classmethod
+    def under(cls, root: Path, landing_root: Path | None = None) -> Env:
+        """The default layout below ``root`` (the landing dir may live elsewhere); landing created."""
+        e = cls(
+            root=root,
+            landing=(landing_root or root) / "landing",
+            warehouse=root / "warehouse",
+            manifests=root / "manifests",
+            state=root / "state" / "ledger.sqlite",
+        )
+        e.landing.mkdir(parents=True, exist_ok=True)
+        return e
+
     def args(self) -> list[str]:
         return [
             "--input", str(self.landing),
@@ -82,15 +95,7 @@ class Env:
 
 @pytest.fixture
 def env(tmp_path: Path) -> Env:
-    e = Env(
-        root=tmp_path,
-        landing=tmp_path / "landing",
-        warehouse=tmp_path / "warehouse",
-        manifests=tmp_path / "manifests",
-        state=tmp_path / "state" / "ledger.sqlite",
-    )
-    e.landing.mkdir()
-    return e
+    return Env.under(tmp_path)
 
 
 def ingestor_cmd(*args: str) -> list[str]:

@@ -70,15 +70,7 @@ def fresh(env: Env, root: Path, landing_root: Path) -> Env:
     for p in (root, landing_root):
         shutil.rmtree(p, ignore_errors=True)
         p.mkdir(parents=True)
-    e = Env(
-        root=root,
-        landing=landing_root / "landing",
-        warehouse=root / "warehouse",
-        manifests=root / "manifests",
-        state=root / "state" / "ledger.sqlite",
-    )
-    e.landing.mkdir()
-    return e
+    return Env.under(root, landing_root)
 
 
 def crash_points(env: Env) -> list[tuple[str, int]]:

@@ -173,10 +173,7 @@ def test_unreadable_file_is_reported_and_left(request_cleanup: list[Path]) -> No
     shared = Path(tempfile.mkdtemp(prefix="ingestor-nobody-"))
     request_cleanup.append(shared)
     shared.chmod(0o755)
-    env = Env(
-        shared, shared / "landing", shared / "warehouse", shared / "manifests", shared / "state" / "l.sqlite"
-    )
-    env.landing.mkdir()
+    env = Env.under(shared)
     for p in (env.landing, shared):
         os.chown(p, nobody.pw_uid, nobody.pw_gid)
     (env.landing / "secret.csv").write_bytes(b"no read permission")

@@ -39,11 +39,7 @@ GOLD_BYTES = 8 * 3000 + 3 * 100 + 3 * 2000 + 500  # what the landed warehouse be
 
 
 def make_env(root: Path) -> Env:
-    env = Env(
-        root, root / "landing", root / "warehouse", root / "manifests", root / "state" / "ledger.sqlite"
-    )
-    env.landing.mkdir(parents=True, exist_ok=True)
-    return env
+    return Env.under(root)
 
 
 def audit(env: Env) -> tuple[int, dict[str, Any]]:

@@ -44,13 +44,15 @@ WINDOW = 0.2
 FLAGS = ["--stability-seconds", str(WINDOW)]
 
 
-def one_run(root: Path, files: int, how: str, profile: Path | None, processes: int = 1) -> dict[str, Any]:
+def one_run(
+    root: Path, files: int, how: str, profile: Path | None, processes: int = 1, extra: list[str] | None = None
+) -> dict[str, Any]:
     lay = c.Layout.under(root)
     staged: list[Path] = []
     if how == "prestaged":
         staged = c.stage(root / "staging", files, SIZE)
         time.sleep(WINDOW)  # every staged file is older than the window when it is dropped
-    flags = FLAGS + (["--processes", str(processes)] if processes != 1 else [])
+    flags = FLAGS + (["--processes", str(processes)] if processes != 1 else []) + (extra or [])
     d = c.DaemonProcess(lay, flags, root / "daemon.log").start()
     if profile is not None:
         d.start_profile(profile)
@@ -129,7 +131,12 @@ def main() -> None:
     p.add_argument(
         "--processes", default="1,2", help="the daemon's --processes values to run, comma list (default 1,2)"
     )
+    p.add_argument(
+        "--flags", default="", help="more daemon flags, one string (e.g. '--concurrency 2'); not for --record"
+    )
     args = c.parse(p)
+    if args.flags and args.record:
+        raise c.BenchError("--flags changes what is measured: not with --record")
     files = args.files or (1000 if args.quick else 20_000)
     rounds = args.rounds or (1 if args.quick else 3)
     procs = [int(x) for x in args.processes.split(",") if x]
@@ -145,7 +152,7 @@ def main() -> None:
                 for how, n in kinds:
                     run_root = root / f"{how}-{n}-{i}"
                     prof = args.profile if (args.profile and i == 0 and (how, n) == kinds[0]) else None
-                    r = one_run(run_root, files, how, prof, n)
+                    r = one_run(run_root, files, how, prof, n, args.flags.split())
                     runs.append(r)
                     print(
                         f"  {how:9s} --processes {n} round {i + 1}: {r['files_per_s']:8,.0f} files/s "

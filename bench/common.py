@@ -322,7 +322,7 @@ class DaemonProcess:
                 continue  # exited meanwhile
         return total
 
-    def start_profile(self, out: Path, rate: int = 97) -> None:
+    def start_profile(self, out: Path, rate: int = int(os.environ.get("BENCH_PROFILE_RATE", "97"))) -> None:
         """py-spy record of all threads (idle ones excluded) as collapsed stacks into ``out``."""
         spy = Path(sys.executable).parent / "py-spy"
         if not spy.exists():

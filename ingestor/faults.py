@@ -15,7 +15,8 @@ before calling anything, so the normal path pays one global load.
 The points, in commit order: ``before_plan`` (hashed, nothing recorded),
 ``after_plan`` (HASHED committed), ``after_place`` (one file renamed or
 copied into place), ``after_dest_sync``, ``after_unlink`` (one source
-removed), ``after_src_sync``, ``after_moved`` (MOVED committed),
+removed), ``after_src_sync``, ``after_moved`` (the batch placed; MOVED
+committed for the rows that need it),
 ``manifest_write`` (inside the append: supports ``torn``),
 ``after_manifest_fsync``, ``after_manifested`` (MANIFESTED committed),
 ``mid_copy`` (inside a cross-filesystem copy), ``before_commit`` (a ledger

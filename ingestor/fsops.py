@@ -56,6 +56,10 @@ def open_beneath(root_fd: int, rel: str, flags: int = OPEN_DATA) -> int:
     global _have_openat2
     if rel in ("", "."):
         return os.open(".", flags | os.O_DIRECTORY, dir_fd=root_fd)
+    if "/" not in rel and rel != "..":
+        # one component: O_NOFOLLOW is all RESOLVE_BENEATH|NO_SYMLINKS would add (the
+        # common case of a file in the landing dir itself, without ctypes' cost)
+        return os.open(rel, flags | os.O_NOFOLLOW, dir_fd=root_fd)
     if _have_openat2:
         how = _OpenHow(flags, 0, _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS)
         fd = _libc.syscall(_SYS_OPENAT2, root_fd, os.fsencode(rel), ctypes.byref(how), ctypes.sizeof(how))

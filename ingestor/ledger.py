@@ -388,13 +388,24 @@ class Ledger:
 
     # ------------------------------------------------------------ operations
 
-    def plan(self, items: Sequence[Hashed], policy: PlanPolicy) -> list[PlanResult]:
+    def plan(
+        self, items: Sequence[Hashed], policy: PlanPolicy, floor_of: Callable[[str], int] | None = None
+    ) -> list[PlanResult]:
+        """HASHED rows for a batch, in one transaction.
+
+        ``floor_of`` (the manifest writer's ``size``) records each row's manifest
+        floor now: its line is appended after this commit, so it cannot start
+        before the end of the last complete line seen here. Rows planned with a
+        floor need no MOVED commit after their move (see ``worker.py``).
+        """
         owner = self.owner
 
         def op(conn: sqlite3.Connection) -> list[PlanResult]:
             now = time.time_ns()
             dests = Dests(conn, policy.warehouse)
-            return [plan_one(conn, dests, h, policy, owner, now) for h in items]
+            manifest_rel = manifest_rel_for(now)
+            floor = floor_of(manifest_rel) if floor_of is not None else None
+            return [plan_one(conn, dests, h, policy, owner, now, manifest_rel, floor) for h in items]
 
         return self.call(op)
 

@@ -13,8 +13,10 @@ valid JSON object.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import sys
+from collections.abc import Iterable
 from typing import Any, BinaryIO
 
 import orjson
@@ -46,8 +48,14 @@ def _dumps(obj: Any, **_: Any) -> bytes:
     return orjson.dumps(obj, default=str)
 
 
+_sink: Any = None  # the configured stream's BytesLogger: one lock per file with structlog's own
+
+
 def configure(level: str = "info", stream: BinaryIO | None = None) -> None:
     """Route every structlog logger to JSON lines on ``stream`` (stderr)."""
+    global _sink
+    factory = structlog.BytesLoggerFactory(file=stream or sys.stderr.buffer)
+    _sink = factory()
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -59,7 +67,7 @@ def configure(level: str = "info", stream: BinaryIO | None = None) -> None:
             structlog.processors.JSONRenderer(serializer=_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.BytesLoggerFactory(file=stream or sys.stderr.buffer),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
     root = logging.getLogger()
@@ -82,6 +90,35 @@ class _ToStructlog(logging.Handler):
             )
         except Exception:  # a log handler must never raise into the caller
             self.handleError(record)
+
+
+def info_many(log: Any, event: str, rows: Iterable[dict[str, Any]]) -> None:
+    """One ``info`` line per row, the same JSON as ``log.info(event, **row)``, in one write.
+
+    The per-file lines of a batch: structlog's processor chain costs tens of
+    microseconds a line, this a few. Same keys and order (context, fields,
+    event, level, ts), same escaping of names that are not UTF-8.
+    """
+    if _sink is None or not log.is_enabled_for(logging.INFO):
+        for row in rows:
+            log.info(event, **row)
+        return
+    context = structlog.get_context(log)
+    tail = {"event": event, "level": "info", "ts": _now_iso()}
+    lines = []
+    for row in rows:
+        obj = {**context, **row, **tail}
+        try:
+            lines.append(orjson.dumps(obj))
+        except TypeError:  # a lone surrogate (a name that is not UTF-8), or an odd value
+            lines.append(_dumps(_sanitize(None, "info", obj)))
+    if lines:
+        _sink.msg(b"\n".join(lines))
+
+
+def _now_iso() -> str:
+    """structlog's ``TimeStamper(fmt="iso", utc=True)`` format."""
+    return datetime.datetime.now(tz=datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 def get_logger(**context: Any) -> Any:

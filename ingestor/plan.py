@@ -30,7 +30,6 @@ from pathlib import Path
 import ulid
 
 from ingestor import layout as layout_mod
-from ingestor.manifest import manifest_rel_for
 from ingestor.records import Action, Hashed, Identity, Record, State, Status
 from ingestor.settings import Dedup, OnDuplicate
 
@@ -64,7 +63,14 @@ PlanResult = Record | Skip | Defer
 
 
 def plan_one(
-    conn: sqlite3.Connection, dests: Dests, h: Hashed, policy: PlanPolicy, owner: str, now: int
+    conn: sqlite3.Connection,
+    dests: Dests,
+    h: Hashed,
+    policy: PlanPolicy,
+    owner: str,
+    now: int,
+    manifest_rel: str,
+    manifest_floor: int | None,
 ) -> PlanResult:
     """Three statements on the common path: who holds this content; the insert
     (which is the claim: the unique index of live identities refuses a file in
@@ -92,7 +98,6 @@ def plan_one(
     base = dest
     if base is not None:
         base = dest = dests.unique(base, h.sha256, first=0, files=False)
-    manifest_rel = manifest_rel_for(now)  # cached per hour
     sidecar = h.candidate.sidecar
     attempt = 0
     while True:
@@ -101,7 +106,7 @@ def plan_one(
                 _INSERT_FILE,
                 (
                     rec_id, State.HASHED, status, action, owner, os.fsencode(rel), ident.device, ident.inode,
-                    ident.size, ident.mtime_ns, h.sha256, _b(dest), manifest_rel, now, duplicate_of,
+                    ident.size, ident.mtime_ns, h.sha256, _b(dest), manifest_rel, manifest_floor, now, duplicate_of,
                     _b(sidecar), now,
                 ),
             )  # fmt: skip
@@ -128,7 +133,7 @@ def plan_one(
         sha256=h.sha256,
         dest_rel=dest,
         manifest_rel=manifest_rel,
-        manifest_floor=None,
+        manifest_floor=manifest_floor,
         ingested_ns=now,
         duplicate_of=duplicate_of,
         sidecar_rel=sidecar,
@@ -156,7 +161,7 @@ _DUPLICATE_ACTION = {
 _INSERT_FILE = (
     "INSERT INTO files(id, state, status, action, owner, source_rel, device, inode, size, mtime_ns, "
     "sha256, dest_rel, manifest_rel, manifest_floor, ingested_ns, duplicate_of, sidecar_rel, updated_ns) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,?,?,?,?)"
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 

@@ -18,8 +18,9 @@ cores: 200k small files in 23 s at 99 MB peak RSS (2k: 49 MB); 1M lines and
 records with their files missing in 50-70 s at 117 MB.
 
 Beside a running daemon, whose commit order is row HASHED → file placed →
-MOVED → line appended → MANIFESTED, the audit reads lines, then the warehouse,
-then one ledger snapshot, then the lines appended meanwhile ("late" lines).
+line appended → MANIFESTED (a row stays HASHED while its line is written), the
+audit reads lines, then the warehouse, then one ledger snapshot, then the
+lines appended meanwhile ("late" lines).
 In that order a landing in progress can only look like an orphan file, an
 unfinished record, a torn tail, a temporary or a line whose record is newer
 than the snapshot; each of those is re-checked once against the live state
@@ -507,7 +508,7 @@ class _Audit:
             "ledger_mismatch",
             "SELECT l.id, l.mf, l.off, r.state, l.status, r.status, lower(hex(l.sha)), lower(hex(r.sha)), "
             "l.size, r.size, l.rel, r.dest, m.rel, r.mrel, l.dup_of, r.dup_of FROM line l JOIN rec r ON r.id = l.id "
-            "JOIN mfile m ON m.idx = l.mf WHERE l.late = 0 AND (r.state NOT IN ('moved', 'manifested') "
+            "JOIN mfile m ON m.idx = l.mf WHERE l.late = 0 AND (r.state = 'abandoned' "
             "OR l.status != r.status OR l.sha IS NOT r.sha OR l.size != r.size OR l.rel IS NOT r.dest "
             "OR m.rel IS NOT r.mrel OR l.dup_of IS NOT r.dup_of)",
             self._mismatch,
@@ -549,7 +550,7 @@ class _Audit:
             for name, a, b in zip(names, r[4::2], r[5::2], strict=True)
             if a != b
         }
-        if r[3] not in ("moved", "manifested"):
+        if r[3] == "abandoned":
             fields["state"] = {"line": "written", "ledger": r[3]}
         return {"id": r[0], **self._where(r[1], r[2]), "fields": fields}
 

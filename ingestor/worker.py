@@ -9,9 +9,10 @@ of the protocol.
 1. digest every candidate (``digest.py``) — identities in flight elsewhere or
    kept as duplicates are skipped before their bytes are read;
 2. plan them in one transaction (HASHED: duplicate or not, destination,
-   manifest file);
-3. move them (``move.py``) and record MOVED with each manifest file's size
-   (the floor below which its line cannot be);
+   manifest file, and that file's size: the floor below which its line
+   cannot start);
+3. move them (``move.py``); MOVED is committed only for a file that changed
+   while it landed (its new hash goes in the ledger before its line);
 4. append their manifest lines (fsync) and record MANIFESTED.
 
 Per-file problems never fail the batch: they come back in the ``Outcome`` for
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ingestor import faults
+from ingestor import faults, logs
 from ingestor.digest import digest
 from ingestor.errors import BadInput, Gone, IngestError, Retryable, Stopping, from_oserror
 from ingestor.fsops import TempDir
@@ -145,7 +146,7 @@ class Worker:
         if faults.ACTIVE:
             faults.ACTIVE.hit("before_plan")
         try:
-            plans = self.ledger.plan(hashed, self.policy)
+            plans = self.ledger.plan(hashed, self.policy, self.manifest.size)
         except Retryable as exc:
             for h in hashed:
                 if h.temp is not None:
@@ -205,7 +206,7 @@ class Worker:
         """HASHED → MOVED → MANIFESTED for planned records; re-entered after a crash."""
         out = out or Outcome()
         try:
-            moved = self._move(records, out)
+            moved = self._move(self._written(records) if recovering else records, out)
             self._manifest(moved, out, recovering=recovering)
         except (Retryable, OSError, Stopping) as exc:
             # an OSError not classified where it was raised is still environmental: retry;
@@ -222,6 +223,14 @@ class Worker:
         return out
 
     def _move(self, records: list[Record], out: Outcome) -> list[Record]:
+        """Place the files; MOVED is committed only where the ledger lacks something.
+
+        A row planned with its manifest floor needs no MOVED commit: recovery
+        judges a HASHED row from the disk (placed or not) and from the manifest
+        (line there or not) alike. A MOVED commit is still made for a file that
+        changed while it landed (its new hash must be in the ledger before its
+        line is) and for rows planned without a floor (older ledgers).
+        """
         ready = [r for r in records if r.state is State.MOVED]
         todo = [r for r in records if r.state is State.HASHED]
         for _attempt in range(3):
@@ -234,9 +243,14 @@ class Worker:
             for res in results:
                 rec = res.record
                 if res.outcome in (Moved.MOVED, Moved.ALREADY):
-                    floor = floors.get(rec.manifest_rel)
+                    if res.changed is None and rec.manifest_floor is not None:
+                        ready.append(rec)
+                        continue
+                    floor = rec.manifest_floor
                     if floor is None:
-                        floor = floors[rec.manifest_rel] = self.manifest.size(rec.manifest_rel)
+                        floor = floors.get(rec.manifest_rel)
+                        if floor is None:
+                            floor = floors[rec.manifest_rel] = self.manifest.size(rec.manifest_rel)
                     updates.append(MovedUpdate(rec.id, floor, res.changed))
                     if res.changed is not None:
                         ident, sha = res.changed
@@ -267,11 +281,28 @@ class Worker:
                         self.log.warning("file_vanished", path=str(self.landing / rec.source_rel), id=rec.id)
             if updates:
                 self.ledger.moved(updates, self.policy.dedup)
-                if faults.ACTIVE:
-                    faults.ACTIVE.hit("after_moved")
+            if faults.ACTIVE:
+                faults.ACTIVE.hit("after_moved")
         if todo:
             raise Retryable("move", todo[0].source_rel, "destination taken three times in a row")
         return ready
+
+    def _written(self, records: list[Record]) -> list[Record]:
+        """Recovery: HASHED rows whose line is already written count as MOVED.
+
+        A line is appended only after the whole move (sources removed, every
+        directory fsynced), so such a row's move is done; it is not redone, as
+        a MOVED row's is not.
+        """
+        by_file: dict[str, list[Record]] = defaultdict(list)
+        for r in records:
+            if r.state is State.HASHED:
+                by_file[r.manifest_rel].append(r)
+        written: set[str] = set()
+        for rel, group in by_file.items():
+            floor = min((r.manifest_floor or 0) for r in group)
+            written |= self.manifest.find_ids(rel, floor, {r.id for r in group})
+        return [replace(r, state=State.MOVED) if r.id in written else r for r in records]
 
     def _manifest(self, records: list[Record], out: Outcome, *, recovering: bool) -> None:
         by_file: dict[str, list[Record]] = defaultdict(list)
@@ -301,26 +332,32 @@ class Worker:
     def _done(self, records: list[Record], out: Outcome) -> None:
         now = time.monotonic()
         landing, warehouse = self.landing_s, self.warehouse_s
+        ingested: list[dict[str, Any]] = []
+        duplicates: list[dict[str, Any]] = []
         for r in records:
             if r.status is Status.INGESTED:
-                self.log.info(
-                    "file_ingested",
-                    id=r.id,
-                    path=f"{landing}/{r.source_rel}",
-                    warehouse_path=f"{warehouse}/{r.dest_rel}",
-                    sha256=r.sha256,
-                    bytes=r.identity.size,
-                    latency_ms=round((now - r.seen_at) * 1000, 1) if r.seen_at else None,
+                ingested.append(
+                    {
+                        "id": r.id,
+                        "path": f"{landing}/{r.source_rel}",
+                        "warehouse_path": f"{warehouse}/{r.dest_rel}",
+                        "sha256": r.sha256,
+                        "bytes": r.identity.size,
+                        "latency_ms": round((now - r.seen_at) * 1000, 1) if r.seen_at else None,
+                    }
                 )
             else:
-                self.log.info(
-                    "file_duplicate",
-                    id=r.id,
-                    path=f"{landing}/{r.source_rel}",
-                    duplicate_of=r.duplicate_of,
-                    action=r.action.value,
-                    warehouse_path=f"{warehouse}/{r.dest_rel}" if r.dest_rel else None,
-                    sha256=r.sha256,
-                    bytes=r.identity.size,
+                duplicates.append(
+                    {
+                        "id": r.id,
+                        "path": f"{landing}/{r.source_rel}",
+                        "duplicate_of": r.duplicate_of,
+                        "action": r.action.value,
+                        "warehouse_path": f"{warehouse}/{r.dest_rel}" if r.dest_rel else None,
+                        "sha256": r.sha256,
+                        "bytes": r.identity.size,
+                    }
                 )
+        logs.info_many(self.log, "file_ingested", ingested)
+        logs.info_many(self.log, "file_duplicate", duplicates)
         out.done.extend(records)

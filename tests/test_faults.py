@@ -8,7 +8,9 @@ and test_digest.py.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -137,6 +139,16 @@ def test_kill_between_manifest_fsync_and_commit_writes_no_second_line(env: Env, 
     d.stop()
     lines_before = len(env.records())
     assert lines_before >= 1
+    # no MOVED commit on the common path: the written rows are still HASHED, with
+    # the manifest floor recorded when they were planned
+    written = {r.id for r in env.records()}
+    with contextlib.closing(sqlite3.connect(f"file:{env.state}?mode=ro", uri=True)) as conn:
+        rows = conn.execute("SELECT id, state, manifest_floor FROM files").fetchall()
+    assert {(i, st) for i, st, _ in rows if i in written} == {(i, "hashed") for i in written}
+    assert all(floor is not None for _, _, floor in rows)
+    res = run_ingestor("verify", *_verify_args(env), "--json")
+    problems = {k for k, v in json.loads(res.stdout)["problems"].items() if v}
+    assert res.returncode == 1 and problems == {"unfinished_record"}, res.stdout
     d2 = daemon(stability="0.1")
     wait_for(lambda: landed(env, 3), 30)
     invariants.check(env, invariants.expected_of(rep))

@@ -101,6 +101,14 @@ def test_empty_means_the_root_itself(root: Path, root_fd: int, rel: str) -> None
         os.close(fd)
 
 
+def test_a_file_in_the_root_itself(root: Path, root_fd: int, resolver: str) -> None:
+    """One component: opened directly, still never through a symlink (``escape`` is one)."""
+    (root / "top.txt").write_bytes(b"top")
+    assert read_fd(open_beneath(root_fd, "top.txt")) == b"top"
+    assert open_errno(root_fd, "escape") == errno.ELOOP
+    assert open_errno(root_fd, "nope.txt") == errno.ENOENT
+
+
 def test_non_utf8_name(root: Path, root_fd: int, resolver: str) -> None:
     (root / "a" / NON_UTF8).write_bytes(b"latin")
     assert read_fd(open_beneath(root_fd, f"a/{NON_UTF8}")) == b"latin"
@@ -133,7 +141,7 @@ def test_symlink_in_a_middle_component_is_eloop(
     assert open_errno(root_fd, "escape/s.txt") == errno.ELOOP
 
 
-@pytest.mark.parametrize("rel", ["../secret/s.txt", "a/../../secret/s.txt", "/etc/passwd", "a/b/../../.."])
+@pytest.mark.parametrize("rel", ["..", "../secret/s.txt", "a/../../secret/s.txt", "/etc/passwd", "a/b/../../.."])
 def test_dotdot_and_absolute_escapes_are_refused(root_fd: int, resolver: str, rel: str) -> None:
     assert open_errno(root_fd, rel) == errno.EXDEV
 

@@ -238,7 +238,9 @@ class Ledger:
             conn.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", missing.items())
             conn.execute("COMMIT")
         self.owners.acquire(self.owner)
-        self._txn_lock = os.open(self.path.parent / "write.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._txn_lock = os.open(
+            self.path.parent / "write.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+        )
         self._conn = conn
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._thread.start()

@@ -214,7 +214,9 @@ class Worker:
             if isinstance(exc, Retryable):
                 err: IngestError = exc
             elif isinstance(exc, Stopping):
-                err = Retryable("move", records[0].source_rel, "stopped by shutdown", "redone at the next start")
+                err = Retryable(
+                    "move", records[0].source_rel, "stopped by shutdown", "redone at the next start"
+                )
             else:
                 err = from_oserror("land", records[0].source_rel, exc, source=False)
             done = {r.id for r in out.done}

@@ -141,7 +141,9 @@ def test_symlink_in_a_middle_component_is_eloop(
     assert open_errno(root_fd, "escape/s.txt") == errno.ELOOP
 
 
-@pytest.mark.parametrize("rel", ["..", "../secret/s.txt", "a/../../secret/s.txt", "/etc/passwd", "a/b/../../.."])
+@pytest.mark.parametrize(
+    "rel", ["..", "../secret/s.txt", "a/../../secret/s.txt", "/etc/passwd", "a/b/../../.."]
+)
 def test_dotdot_and_absolute_escapes_are_refused(root_fd: int, resolver: str, rel: str) -> None:
     assert open_errno(root_fd, rel) == errno.EXDEV
 

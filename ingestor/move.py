@@ -44,6 +44,12 @@ from ingestor.fsops import (
 from ingestor.records import Action, Identity, Record
 
 
+def _split(rel: str) -> tuple[str, str]:
+    """``os.path.split`` of a normalised relative path (no ``//``, no trailing ``/``), cheaper."""
+    head, _, name = rel.rpartition("/")
+    return head, name
+
+
 class Moved(StrEnum):
     MOVED = "moved"  # done now
     ALREADY = "already"  # found done (recovery)
@@ -140,11 +146,11 @@ class Mover:
         return fd
 
     def _place(self, rec: Record, batch: _Batch) -> MoveResult:
-        src_dir, src_name = os.path.split(rec.source_rel)
+        src_dir, src_name = _split(rec.source_rel)
         sfd = batch.source(src_dir)
         src_st = stat_at(sfd, src_name) if sfd is not None else None
         src_ok = rec.identity.matches(src_st)
-        sidecar = os.path.split(rec.sidecar_rel) if rec.sidecar_rel else None
+        sidecar = _split(rec.sidecar_rel) if rec.sidecar_rel else None
 
         if rec.action is Action.KEPT:
             self._drop_temp(rec)
@@ -159,7 +165,7 @@ class Mover:
             return MoveResult(rec, Moved.ALREADY if src_st is None else Moved.CHANGED)
 
         assert rec.dest_rel is not None
-        dst_dir, dst_name = os.path.split(rec.dest_rel)
+        dst_dir, dst_name = _split(rec.dest_rel)
         try:
             dfd = self._dest_dir(batch, dst_dir)
         except Retryable as exc:

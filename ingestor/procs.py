@@ -30,6 +30,7 @@ from typing import Any
 import ulid
 
 from ingestor import faults, logs
+from ingestor.errors import Fatal
 from ingestor.fsops import TempDir
 from ingestor.ledger import Ledger
 from ingestor.manifest import ManifestWriter
@@ -124,6 +125,19 @@ class Landers:
         self.stop = self._ctx.Event()
         self.pool = self._make()
         self.restarts = 0
+        # Start the children now, not at the first batch: spawning and importing
+        # take about a second, which would otherwise fall on the first files.
+        try:
+            for fut in self._warm():
+                fut.result()
+        except concurrent.futures.BrokenExecutor as exc:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            raise Fatal(
+                "start lander processes",
+                str(settings.state_path),
+                str(exc),
+                "see the lines above; or --processes 1",
+            ) from exc
 
     def _make(self) -> concurrent.futures.ProcessPoolExecutor:
         return concurrent.futures.ProcessPoolExecutor(
@@ -133,10 +147,15 @@ class Landers:
             initargs=(self.settings, self.stop, os.getpid()),
         )
 
+    def _warm(self) -> list[concurrent.futures.Future[int]]:
+        """One no-op per child: with ``spawn`` a pool starts a process per task it has no idle one for."""
+        return [self.pool.submit(os.getpid) for _ in range(self.count)]
+
     def restart(self) -> None:
         """After a child died: the pool is broken; make a new one."""
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.pool = self._make()
+        self._warm()
         self.restarts += 1
 
     def shutdown(self) -> None:

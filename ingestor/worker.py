@@ -324,7 +324,8 @@ class Worker:
                 # that hour's file is closed to readers following it: use the current one
                 group = self.ledger.replan_manifest(group, self.manifest.size)
                 rel = group[0].manifest_rel
-            lines = [ManifestRecord.from_record(r, self.landing_s, self.warehouse_s).to_json() for r in group]
+            landing, warehouse = self.landing_s, self.warehouse_s
+            lines = [ManifestRecord.line_of(r, landing, warehouse) for r in group]
             self.manifest.append(rel, lines)
             self.ledger.manifested([r.id for r in group])
             if faults.ACTIVE:

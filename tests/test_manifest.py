@@ -195,6 +195,27 @@ def test_hostile_names_give_one_strict_json_line() -> None:
     assert back.source_path_b64 is not None and back.warehouse_path_b64 is not None
 
 
+@pytest.mark.parametrize(
+    "rec",
+    [
+        record(),
+        record(dest_rel=None, status=Status.DUPLICATE, action=Action.DELETED, duplicate_of="01ORIG"),
+        record(
+            source_rel=os.fsdecode(b'in/a\nb"c\\d\xff\xfe\x01.csv'),
+            dest_rel=os.fsdecode(b"_duplicates/caf\xc3\xa9.csv"),
+            status=Status.DUPLICATE,
+            action=Action.QUARANTINED,
+            duplicate_of="01ORIG",
+        ),
+    ],
+    ids=["ingested", "deleted-duplicate", "hostile-names"],
+)
+def test_line_of_is_the_record_line_byte_for_byte(rec: Record) -> None:
+    """The writer's fast path and the schema's dataclass give the same bytes."""
+    fast = ManifestRecord.line_of(rec, str(LANDING), str(WAREHOUSE))
+    assert fast == ManifestRecord.from_record(rec, LANDING, WAREHOUSE).to_json()
+
+
 def test_255_byte_name_roundtrip() -> None:
     name = os.fsdecode(b"\xff" * 200 + b"x" * 51 + b".csv")
     assert len(os.fsencode(name)) == 255

@@ -40,7 +40,7 @@ from ingestor import faults
 from ingestor import layout as layout_mod
 from ingestor.errors import Fatal, Retryable
 from ingestor.manifest import manifest_rel_for
-from ingestor.plan import OPEN_SQL, Dests, PlanPolicy, PlanResult, content_key, plan_one
+from ingestor.plan import OPEN_SQL, Dests, PlanPolicy, PlanResult, content_key, plan_batch
 from ingestor.records import Action, Hashed, Identity, Record, State, Status
 from ingestor.settings import Dedup
 
@@ -407,7 +407,7 @@ class Ledger:
             dests = Dests(conn, policy.warehouse)
             manifest_rel = manifest_rel_for(now)
             floor = floor_of(manifest_rel) if floor_of is not None else None
-            return [plan_one(conn, dests, h, policy, owner, now, manifest_rel, floor) for h in items]
+            return plan_batch(conn, dests, items, policy, owner, now, manifest_rel, floor)
 
         return self.call(op)
 

@@ -15,8 +15,12 @@ decision is atomic across threads and processes (a daemon and a replay):
   there is found by the move, which never replaces, and re-planned with
   ``check_disk``.
 
-Three statements per file on the common path: content lookup, insert, content
-claim.
+``plan_batch`` decides a whole batch: new content (the common case) in bulk
+— one content lookup for the batch, one multi-row insert that refuses nothing
+it cannot also refuse one by one, one multi-row content claim — and everything
+else (content already claimed, repeated within the batch, or a row the insert
+refused) one by one through ``plan_one``, in batch order, after the bulk rows:
+the same decisions a file-by-file pass makes.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat as stat_mod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ulid
 
@@ -140,6 +146,95 @@ def plan_one(
         seen_at=h.candidate.seen_at,
         temp=h.temp,
     )
+
+
+def plan_batch(
+    conn: sqlite3.Connection,
+    dests: Dests,
+    items: Sequence[Hashed],
+    policy: PlanPolicy,
+    owner: str,
+    now: int,
+    manifest_rel: str,
+    manifest_floor: int | None,
+) -> list[PlanResult]:
+    """``plan_one`` for every item, in order; new content in bulk (see the module doc)."""
+    keys = [content_key(h.sha256, h.candidate.rel, policy.dedup) for h in items]
+    claimed = _claimed(conn, keys)
+    results: list[PlanResult | None] = [None] * len(items)
+    bulk: list[int] = []
+    rows: list[tuple[Any, ...]] = []
+    fresh: set[bytes] = set()
+    for i, (h, key) in enumerate(zip(items, keys, strict=True)):
+        if key in claimed or key in fresh:
+            continue  # a duplicate, or content in flight: one by one below
+        fresh.add(key)
+        ident = h.identity
+        rel = h.candidate.rel
+        rec_id = str(ulid.ULID.from_timestamp(now / 1e9))
+        dest = dests.unique(
+            layout_mod.render(policy.layout, rel, now, h.sha256), h.sha256, first=0, files=False
+        )
+        sidecar = h.candidate.sidecar
+        rows.append(
+            (
+                rec_id, State.HASHED, Status.INGESTED, Action.LANDED, owner, os.fsencode(rel), ident.device,
+                ident.inode, ident.size, ident.mtime_ns, h.sha256, os.fsencode(dest), manifest_rel,
+                manifest_floor, now, None, _b(sidecar), now,
+            )
+        )  # fmt: skip
+        bulk.append(i)
+        results[i] = Record(
+            rec_id, State.HASHED, Status.INGESTED, Action.LANDED, rel, ident, h.sha256, dest, manifest_rel,
+            manifest_floor, now, None, sidecar, h.candidate.seen_at, h.temp,
+        )  # fmt: skip
+    if rows:
+        before = conn.total_changes
+        conn.executemany(_INSERT_FILE + " ON CONFLICT DO NOTHING", rows)
+        if conn.total_changes - before != len(rows):
+            # refused by a unique index (identity in flight or kept, destination
+            # planned): those go one by one, where each refusal has its answer
+            ids = [row[0] for row in rows]
+            present = _present(conn, ids)
+            keep = []
+            for i, row in zip(bulk, rows, strict=True):
+                if row[0] in present:
+                    keep.append(i)
+                else:
+                    results[i] = None
+            bulk = keep
+        conn.executemany(
+            "INSERT INTO content(key, id) VALUES (?, ?)",
+            [(keys[i], results[i].id) for i in bulk],  # type: ignore[union-attr]
+        )
+    for i, h in enumerate(items):
+        if results[i] is None:
+            results[i] = plan_one(conn, dests, h, policy, owner, now, manifest_rel, manifest_floor)
+    return results  # type: ignore[return-value]
+
+
+def _claimed(conn: sqlite3.Connection, keys: Sequence[bytes]) -> set[bytes]:
+    """Which content keys have a row in ``content`` (one query per 500 keys)."""
+    found: set[bytes] = set()
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        marks = ",".join(["(?)"] * len(chunk))
+        found.update(
+            r[0]
+            for r in conn.execute(
+                f"SELECT c.key FROM (VALUES {marks}) v JOIN content c ON c.key = v.column1", chunk
+            )
+        )
+    return found
+
+
+def _present(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        found.update(r[0] for r in conn.execute(f"SELECT id FROM files WHERE id IN ({marks})", chunk))
+    return found
 
 
 def _live(conn: sqlite3.Connection, ident: Identity) -> bool:

@@ -22,7 +22,7 @@ from ingestor.errors import Fatal, Retryable
 from ingestor.layout import DEFAULT_LAYOUT, LayoutError, render
 from ingestor.ledger import Ledger, MovedUpdate, OwnerLocks
 from ingestor.manifest import manifest_rel_for
-from ingestor.plan import DUPLICATES_DIR, Defer, PlanPolicy, PlanResult, Skip
+from ingestor.plan import DUPLICATES_DIR, Defer, Dests, PlanPolicy, PlanResult, Skip, plan_one
 from ingestor.records import Action, Candidate, Hashed, Identity, Record, State, Status
 from ingestor.settings import Dedup, OnDuplicate
 from tests.data_fs import tiny_tmpfs
@@ -699,3 +699,95 @@ def test_unknown_keys_gives_positions_across_query_chunks(ledger: Ledger, policy
     unknown = ledger.unknown_keys(keys)
     assert sorted(unknown) == [n for n in range(2500) if n not in (3, 1500)]
     assert ledger.unknown_keys([]) == []
+
+
+# ---------------------------------------------------------------- bulk planning
+
+
+def _decisions(results: list[PlanResult], items: list[Hashed]) -> list[tuple[Any, ...]]:
+    """Each result with record ids replaced by the position of the item planned under them."""
+    pos = {r.id: i for i, r in enumerate(results) if isinstance(r, Record)}
+    out: list[tuple[Any, ...]] = []
+    for r in results:
+        if isinstance(r, Record):
+            dup = pos.get(r.duplicate_of or "", r.duplicate_of and "earlier")
+            out.append(("record", r.status, r.action, r.dest_rel, dup, r.source_rel))
+        elif isinstance(r, Defer):
+            out.append(("defer", pos.get(r.original, "earlier")))
+        else:
+            out.append(("skip",))
+    return out
+
+
+def test_a_mixed_batch_is_decided_as_one_by_one(
+    tmp_path: Path, roots: dict[str, str], make_policy: Callable[..., PlanPolicy]
+) -> None:
+    """New content in bulk, everything else one by one: the decisions of a file-by-file pass.
+
+    The batch holds new files, a content repeated within the batch, a content
+    already landed (a duplicate), one in flight (deferred), an identity in
+    flight (skipped), a destination planned by an earlier record (suffixed)
+    and a hard link of a new file (same identity twice in the batch).
+    """
+    policy = make_policy()
+    landed_ident = Identity(7, 1, 4, 1)
+    flying_ident = Identity(7, 2, 4, 1)
+    link_ident = Identity(7, 3, 4, 1)
+    before = [hashed("old/landed.csv", "landed", ident=landed_ident), hashed("old/flying.csv", "flying", ident=flying_ident), hashed("taken.csv", "taken")]  # fmt: skip
+    batch = [
+        hashed("new/a.csv", "a"),
+        hashed("new/b.csv", "b"),
+        hashed("new/a-again.csv", "a"),  # repeated in the batch: deferred behind new/a.csv
+        hashed("dup-of-landed.csv", "landed"),  # a duplicate, quarantined
+        hashed("same-as-flying.csv", "flying"),  # the original is in flight: deferred
+        hashed("renamed-flying.csv", "other", ident=flying_ident),  # identity in flight: skipped
+        hashed("taken.csv", "not the taken content"),  # destination planned: suffixed
+        hashed("link-1.csv", "linked", ident=link_ident),
+        hashed("link-2.csv", "linked", ident=link_ident),  # the same file twice: skipped
+        hashed("new/c.csv", "c"),
+    ]
+    decided = []
+    for name, one_by_one in (("bulk", False), ("file by file", True)):
+        led = Ledger(tmp_path / name / "ledger.sqlite", "01OWNERAAAAAAAAAAAAAAAAAAA")
+        led.open(roots)
+        try:
+            landed, _flying, _taken = led.plan(before, policy)
+            assert isinstance(landed, Record)
+            finish(led, landed)
+            if one_by_one:  # plan_one over the batch in one transaction: what planning was
+
+                def op(conn: sqlite3.Connection) -> list[PlanResult]:
+                    now = time.time_ns()
+                    dests = Dests(conn, policy.warehouse)
+                    return [
+                        plan_one(
+                            conn,
+                            dests,
+                            h,
+                            policy,
+                            "01OWNERAAAAAAAAAAAAAAAAAAA",
+                            now,
+                            manifest_rel_for(now),
+                            None,
+                        )
+                        for h in batch
+                    ]
+
+                results = led.call(op)
+            else:
+                results = led.plan(batch, policy)
+        finally:
+            led.close()
+        decided.append(_decisions(results, batch))
+    assert decided[0] == decided[1]
+    kinds = [d[0] if d[0] != "record" else d[1].value for d in decided[0]]
+    assert kinds == [
+        "ingested", "ingested", "defer", "duplicate", "defer", "skip", "ingested", "ingested", "skip", "ingested",
+    ]  # fmt: skip
+    assert decided[0][6][3] == today(f"taken~{sha('not the taken content')[:8]}.csv")
+
+
+def test_a_batch_planned_in_bulk_records_its_manifest_floor(ledger: Ledger, policy: PlanPolicy) -> None:
+    res = ledger.plan([hashed(f"f{i}.csv", f"content {i}") for i in range(3)], policy, lambda rel: 4242)
+    assert [r.manifest_floor for r in res if isinstance(r, Record)] == [4242] * 3
+    assert {row["manifest_floor"] for row in rows(ledger).values()} == {4242}

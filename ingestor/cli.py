@@ -55,12 +55,12 @@ StabilityOpt = Annotated[
 ]
 SidecarOpt = Annotated[str | None, typer.Option(help="Sidecar suffix in sidecar mode. [default: .ok]")]
 ScanOpt = Annotated[float | None, typer.Option(help="Seconds between reconciliation scans. [default: 60]")]
-ConcurrencyOpt = Annotated[int | None, typer.Option(help="Worker threads. [default: 4]")]
+ConcurrencyOpt = Annotated[int | None, typer.Option(help="Worker threads. [default: the cores, 2 to 4]")]
 ProcessesOpt = Annotated[
     int | None,
     typer.Option(help="Lander processes; more than 1 uses more cores for many small files. [default: 1]"),
 ]
-BatchOpt = Annotated[int | None, typer.Option(help="Files per batch (one group commit). [default: 256]")]
+BatchOpt = Annotated[int | None, typer.Option(help="Files per batch (one group commit). [default: 1024]")]
 DryRunOpt = Annotated[bool | None, typer.Option("--dry-run/--no-dry-run", help="Report, move nothing.")]
 WatcherOpt = Annotated[str | None, typer.Option(help="auto | inotify | watchdog | poll. [default: auto]")]
 LayoutOpt = Annotated[

@@ -53,6 +53,11 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
+# One lander per core, between 2 (reads overlap hashing) and 4: more threads
+# than cores only fight over the GIL for small files (bench/RESULTS.md, 1.)
+DEFAULT_CONCURRENCY = max(2, min(4, os.cpu_count() or 1))
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     input: Path
@@ -63,9 +68,9 @@ class Settings:
     stability_seconds: float = 2.0
     sidecar_suffix: str = ".ok"
     scan_interval: float = 60.0
-    concurrency: int = 4
+    concurrency: int = DEFAULT_CONCURRENCY
     processes: int = 1
-    batch_size: int = 256
+    batch_size: int = 1024
     dry_run: bool = False
     watcher: WatcherKind = WatcherKind.AUTO
     layout: str = DEFAULT_LAYOUT

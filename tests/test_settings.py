@@ -13,6 +13,7 @@ import pytest
 from ingestor.layout import DEFAULT_LAYOUT
 from ingestor.settings import (
     _PARSERS,
+    DEFAULT_CONCURRENCY,
     Dedup,
     LogLevel,
     Mode,
@@ -408,4 +409,4 @@ def test_env_is_the_process_env_by_default(cwd: Path, monkeypatch: pytest.Monkey
     assert load({"input": "landing"}, cwd=cwd).concurrency == 11
     monkeypatch.delenv("INGESTOR_CONCURRENCY")
     assert os.environ.get("INGESTOR_CONCURRENCY") is None
-    assert load({"input": "landing"}, cwd=cwd).concurrency == 4
+    assert load({"input": "landing"}, cwd=cwd).concurrency == DEFAULT_CONCURRENCY

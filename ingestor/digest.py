@@ -32,7 +32,7 @@ from ingestor.records import Candidate, Hashed, Identity
 
 BUFFER_SIZE = 1 << 20
 PIPELINE_ABOVE = 8 << 20  # larger files: reading (and copying) overlaps hashing
-COPY_CHUNK = 4 << 20
+COPY_CHUNK = 8 << 20  # 4 and 16 MiB hashed 15-25% slower from the page cache here (bench/RESULTS.md, 2.)
 WRITEBACK_WINDOW = 64 << 20
 DROP_CACHE_ABOVE = 256 << 20  # files larger than this are dropped from the page cache
 _DROP_EVERY = 64 << 20
@@ -162,10 +162,12 @@ def _pipelined(fd: int, size: int, *, sink: int, stop: threading.Event | None, n
     window_start = 0
     previous: tuple[int, int] | None = None
 
-    def step(view: memoryview | None, nxt: bytearray, at: int) -> int:
-        """In the I/O thread: write this chunk (copy), then read the next one."""
+    def step(view: memoryview | None, nxt: bytearray, at: int, hashed: tuple[int, int] | None) -> int:
+        """In the I/O thread: write this chunk (copy), drop what is hashed, read the next chunk."""
         if view is not None and sink >= 0:
             _write_all(sink, view, name)
+        if hashed is not None:  # freeing pages costs as much as reading them: not in the hashing thread
+            os.posix_fadvise(fd, *hashed, os.POSIX_FADV_DONTNEED)
         return _pread(fd, nxt, at, name) if at >= 0 else 0
 
     cur = 0
@@ -174,7 +176,11 @@ def _pipelined(fd: int, size: int, *, sink: int, stop: threading.Event | None, n
         while n:
             view = memoryview(bufs[cur])[:n]
             at_end = n < len(bufs[cur]) and offset + n >= size
-            pending = io.submit(step, view, bufs[1 - cur], -1 if at_end else offset + n)
+            hashed = None
+            if drop and offset - dropped >= _DROP_EVERY:
+                hashed = (dropped, offset - dropped)
+                dropped = offset
+            pending = io.submit(step, view, bufs[1 - cur], -1 if at_end else offset + n, hashed)
             try:
                 h.update(view)
             finally:
@@ -190,9 +196,6 @@ def _pipelined(fd: int, size: int, *, sink: int, stop: threading.Event | None, n
                         os.posix_fadvise(sink, *previous, os.POSIX_FADV_DONTNEED)
                 previous = (window_start, offset - window_start)
                 window_start = offset
-            if drop and offset - dropped >= _DROP_EVERY:
-                os.posix_fadvise(fd, dropped, offset - dropped, os.POSIX_FADV_DONTNEED)
-                dropped = offset
             if stop is not None and stop.is_set():
                 raise Stopping(name)
             cur = 1 - cur

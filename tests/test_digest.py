@@ -363,14 +363,21 @@ def test_hash_at(tmp_path: Path) -> None:
         os.close(fd)
 
 
-def test_large_copy_is_pipelined_and_exact(tmp_path: Path) -> None:
+@pytest.mark.parametrize("drop", [False, True], ids=["cached", "dropped behind"])
+def test_large_copy_is_pipelined_and_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drop: bool
+) -> None:
     """Above PIPELINE_ABOVE the copy overlaps hashing and writing; bytes and hash must be exact."""
     import hashlib as _h
 
     from ingestor import digest as digest_mod
 
+    if drop:  # the I/O thread drops what is hashed, every 1 MiB
+        monkeypatch.setattr(digest_mod, "DROP_CACHE_ABOVE", 0)
+        monkeypatch.setattr(digest_mod, "_DROP_EVERY", 1 << 20)
+    monkeypatch.setattr(digest_mod, "COPY_CHUNK", 1 << 20)
     src = tmp_path / "big.bin"
-    data = os.urandom(1 << 20) * 11 + b"tail"  # 11 MiB + 4 bytes: chunks of 4 MiB, a short last read
+    data = os.urandom(1 << 20) * 11 + b"tail"  # 11 MiB + 4 bytes: chunks of 1 MiB, a short last read
     src.write_bytes(data)
     dst = tmp_path / "copy.bin"
     fd = os.open(src, os.O_RDONLY)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import stat as stat_mod
 import threading
 from collections.abc import Callable, Iterator
@@ -98,9 +99,33 @@ def scan(
     files cost their walk and a thousand queries that return nothing.
     """
     seen = 0
-    chunk: list[Observation] = []
+    # the walk runs in a thread of its own while this one asks the ledger: SQLite
+    # and the walk's system calls both run without the GIL, so a cold ledger's
+    # page reads overlap the walk instead of adding to it
+    todo: queue.Queue[list[Observation] | None] = queue.Queue(maxsize=4)
+    halt = threading.Event()
+    failed: list[BaseException] = []
 
-    def flush() -> None:
+    def produce() -> None:
+        nonlocal seen
+        chunk: list[Observation] = []
+        try:
+            for found in walk(landing_fd, start, on_dir=on_dir, stop=halt):
+                seen += len(found)
+                chunk.extend(found)
+                if len(chunk) >= CHUNK:
+                    todo.put(chunk)
+                    chunk = []
+                if stop is not None and stop.is_set():
+                    return
+            if chunk:
+                todo.put(chunk)
+        except BaseException as exc:
+            failed.append(exc)
+        finally:
+            todo.put(None)
+
+    def check(chunk: list[Observation]) -> None:
         regular = [obs for obs in chunk if stat_mod.S_ISREG(obs[1].st_mode)]
         keys = [(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for _, st in regular]
         fresh = [regular[i] for i in unknown(keys)] if keys else []
@@ -109,15 +134,21 @@ def scan(
         keep = [obs for obs in fresh if not ignored(obs[0])]
         if keep:
             emit(keep)
-        chunk.clear()
 
-    for found in walk(landing_fd, start, on_dir=on_dir, stop=stop):
-        seen += len(found)
-        chunk.extend(found)
-        if len(chunk) >= CHUNK:
-            flush()
-    if chunk:
-        flush()
+    walker = threading.Thread(target=produce, name="scan-walk", daemon=True)
+    walker.start()
+    try:
+        while (chunk := todo.get()) is not None:
+            check(chunk)
+    except BaseException:
+        halt.set()
+        while todo.get() is not None:  # let the walker finish its put and stop
+            pass
+        raise
+    finally:
+        walker.join()
+    if failed:
+        raise failed[0]
     return seen
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import ulid
 
-from ingestor import logs, procs, rescan, systemd
+from ingestor import logs, procs, rescan, scanhelpers, systemd
 from ingestor.errors import Fatal, IngestError
 from ingestor.metrics import Metrics
 from ingestor.progress import Progress
@@ -135,6 +135,7 @@ class Daemon:
                 hint="copies wait and are retried until it is writable",
             )
         self.pool = concurrent.futures.ThreadPoolExecutor(s.concurrency + 1, thread_name_prefix="worker")
+        self.scan_workers = scanhelpers.default_workers()
         self.landers: procs.Landers | None = None
         if s.processes > 1 and not s.dry_run:
             self.landers = procs.Landers(s, s.processes)
@@ -411,7 +412,11 @@ class Daemon:
             ignored=lambda rel: self.readiness.target(rel) is None,
             on_dir=self.watcher.add_dir if self.watcher is not None else None,
             stop=self.stop_threads,
+            helpers=self._scan_helpers if self.scan_workers else None,
         )
+
+    def _scan_helpers(self) -> scanhelpers.ScanHelpers:
+        return scanhelpers.ScanHelpers(self.landing_fd, self.s.input, self.s.state_path, self.scan_workers)
 
     def _observe(self, chunk: list[rescan.Observation]) -> None:
         r = self.readiness
@@ -461,7 +466,11 @@ class Daemon:
             self.readiness.retry(cand.rel, DEFER_SECONDS)
 
     async def _in_pool(
-        self, loop: asyncio.AbstractEventLoop, fn: Any, arg: Any, pool: concurrent.futures.Executor | None = None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fn: Any,
+        arg: Any,
+        pool: concurrent.futures.Executor | None = None,
     ) -> Outcome:
         fut = loop.run_in_executor(pool or self.pool, fn, arg)
         self._batches.add(fut)

@@ -135,6 +135,31 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def unknown_keys(
+    conn: sqlite3.Connection, keys: Sequence[tuple[int, int, int, int]], path: Path
+) -> list[int]:
+    """``Ledger.unknown_keys`` on a given connection (a scan helper process has its own)."""
+    out: list[int] = []
+    try:
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            marks = ",".join(["(?,?,?,?,?)"] * len(chunk))
+            params = [v for j, k in enumerate(chunk, start) for v in (j, k[1], k[0], k[2], k[3])]
+            # the values drive the lookup: one seek each in files_live, whose
+            # condition is the subquery's ("(cols) IN (VALUES ...)" scanned the index)
+            rows = conn.execute(
+                f"WITH v(j, i, d, s, m) AS (VALUES {marks}) SELECT v.j FROM v WHERE NOT EXISTS ("
+                "SELECT 1 FROM files f WHERE f.inode = v.i AND f.device = v.d "
+                "AND f.size = v.s AND f.mtime_ns = v.m "
+                f"AND (f.state IN {_OPEN} OR f.action = 'kept'))",
+                params,
+            ).fetchall()
+            out.extend(r[0] for r in rows)
+    except sqlite3.Error as exc:
+        raise Retryable("read ledger", str(path), str(exc), "retried") from exc
+    return out
+
+
 class OwnerLocks:
     """Liveness of ledger owners through ``flock`` on ``owners/<owner>.lock``."""
 
@@ -367,26 +392,7 @@ class Ledger:
         ones come back: a scan of a million already-seen files costs a thousand
         queries that run inside SQLite (no GIL) and return nothing.
         """
-        conn = self.reader()
-        out: list[int] = []
-        try:
-            for start in range(0, len(keys), 1000):
-                chunk = keys[start : start + 1000]
-                marks = ",".join(["(?,?,?,?,?)"] * len(chunk))
-                params = [v for j, k in enumerate(chunk, start) for v in (j, k[1], k[0], k[2], k[3])]
-                # the values drive the lookup: one seek each in files_live, whose
-                # condition is the subquery's ("(cols) IN (VALUES ...)" scanned the index)
-                rows = conn.execute(
-                    f"WITH v(j, i, d, s, m) AS (VALUES {marks}) SELECT v.j FROM v WHERE NOT EXISTS ("
-                    "SELECT 1 FROM files f WHERE f.inode = v.i AND f.device = v.d "
-                    "AND f.size = v.s AND f.mtime_ns = v.m "
-                    f"AND (f.state IN {_OPEN} OR f.action = 'kept'))",
-                    params,
-                ).fetchall()
-                out.extend(r[0] for r in rows)
-        except sqlite3.Error as exc:
-            raise Retryable("read ledger", str(self.path), str(exc), "retried") from exc
-        return out
+        return unknown_keys(self.reader(), keys, self.path)
 
     # ------------------------------------------------------------ operations
 

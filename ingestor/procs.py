@@ -71,7 +71,13 @@ def make_worker(
     return worker, ledger, tmp, landing_fd
 
 
-def _die_with_parent(parent: int) -> None:
+def quiet_tracker() -> None:
+    """Keep the resource tracker's warning after a child was killed out of the JSON log."""
+    if _QUIET_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(_QUIET_TRACKER)
+
+
+def die_with_parent(parent: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before the prctl took effect
@@ -79,7 +85,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _init(settings: Settings, stop: Any, parent: int) -> None:
-    _die_with_parent(parent)
+    die_with_parent(parent)
     if os.environ.get("INGESTOR_LANDER_FAULTS"):  # fault points of the lander processes only (tests)
         faults.ACTIVE = faults.parse(os.environ["INGESTOR_LANDER_FAULTS"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -117,8 +123,7 @@ class Landers:
         # tracker unlinks the pool's semaphores and says so with a plain-text warning
         # on stderr; the cleanup is what matters, the text would break the JSON log.
         # The tracker takes its warning filters from the interpreter's -W options.
-        if _QUIET_TRACKER not in sys.warnoptions:
-            sys.warnoptions.append(_QUIET_TRACKER)
+        quiet_tracker()
         self.settings = settings
         self.count = count
         self._ctx = multiprocessing.get_context("spawn")

@@ -136,6 +136,8 @@ class Daemon:
             )
         self.pool = concurrent.futures.ThreadPoolExecutor(s.concurrency + 1, thread_name_prefix="worker")
         self.scan_workers = scanhelpers.default_workers()
+        self._last_full_scan = -1  # files seen by the last full scan; -1 before the first
+        self._helpers_started = 0  # scan helper processes started by the current scan
         self.landers: procs.Landers | None = None
         if s.processes > 1 and not s.dry_run:
             self.landers = procs.Landers(s, s.processes)
@@ -392,11 +394,18 @@ class Daemon:
             targets = {t for t in targets if not any(t.startswith(o + "/") for o in targets)}
         started = time.monotonic()
         seen = 0
+        self._helpers_started = 0
         for target in sorted(targets):
             seen += await loop.run_in_executor(None, self._scan, loop, target)
         self.metrics.scans.inc()
         if "" in targets:
-            self.log.info("scan_done", files=seen, seconds=round(time.monotonic() - started, 3))
+            self._last_full_scan = seen
+            self.log.info(
+                "scan_done",
+                files=seen,
+                seconds=round(time.monotonic() - started, 3),
+                helpers=self._helpers_started,
+            )
 
     def _scan(self, loop: asyncio.AbstractEventLoop, target: str) -> int:
         """Runs in a thread: walk and hand observations to the loop."""
@@ -413,9 +422,17 @@ class Daemon:
             on_dir=self.watcher.add_dir if self.watcher is not None else None,
             stop=self.stop_threads,
             helpers=self._scan_helpers if self.scan_workers else None,
+            # the first full scan may follow a reboot (cold caches) and an outage;
+            # later ones are as large as the last full one was
+            helpers_above=(
+                rescan.HELPERS_ABOVE_FIRST
+                if self._last_full_scan < 0 or self._last_full_scan > rescan.HELPERS_ABOVE
+                else rescan.HELPERS_ABOVE
+            ),
         )
 
     def _scan_helpers(self) -> scanhelpers.ScanHelpers:
+        self._helpers_started += self.scan_workers
         return scanhelpers.ScanHelpers(self.landing_fd, self.s.input, self.s.state_path, self.scan_workers)
 
     def _observe(self, chunk: list[rescan.Observation]) -> None:

@@ -32,6 +32,9 @@ from ingestor.fsops import OPEN_DIR, open_beneath
 
 CHUNK = 1024
 HELPERS_ABOVE = 50_000  # names in one scan before helper processes are started
+# the same for a scan that is likely to be large or slow (the daemon's first,
+# after a restart or a reboot, over a cold cache): helpers take 0.3-0.9 s to start
+HELPERS_ABOVE_FIRST = 5_000
 
 Observation = tuple[str, os.stat_result]
 Key = tuple[int, int, int, int]  # (device, inode, size, mtime_ns): an Identity, as a plain tuple
@@ -146,6 +149,7 @@ def scan(
     on_dir: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
     helpers: Callable[[], Helpers] | None = None,
+    helpers_above: int = HELPERS_ABOVE,
 ) -> int:
     """Walk below ``start`` and ``emit`` what the ledger does not know; returns files seen.
 
@@ -156,7 +160,7 @@ def scan(
 
     The walk (directory entries only) runs in a thread of its own; the names
     are checked (``lstat`` and the ledger) in this thread. Past
-    ``HELPERS_ABOVE`` names in one scan, ``helpers()`` starts processes that
+    ``helpers_above`` names in one scan, ``helpers()`` starts processes that
     check chunks in parallel: most of a large scan is the kernel's work on
     each ``lstat`` and SQLite's on each key, and one process does that on one
     core at a time. Until they are ready, and for good if they fail, the
@@ -202,7 +206,7 @@ def scan(
         while (item := todo.get()) is not None:
             rel_dir, names = item
             seen += len(names)
-            if use_pool and pool is None and seen > HELPERS_ABOVE:
+            if use_pool and pool is None and seen > helpers_above:
                 assert helpers is not None
                 pool = helpers()
             ready = False

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ingestor.scanhelpers import default_workers
 from simulate import traffic
 from tests import invariants
 from tests.conftest import Env, run_ingestor, sha256_file
@@ -411,7 +412,9 @@ def test_replay_progress_bar_on_a_terminal(env: Env) -> None:
     import sys
 
     traffic.rename_tmp(env.landing, count=25, size=4000)
-    cmd = shlex.join([sys.executable, "-m", "ingestor.cli", "replay", *env.args(), "--stability-seconds", "0"])
+    cmd = shlex.join(
+        [sys.executable, "-m", "ingestor.cli", "replay", *env.args(), "--stability-seconds", "0"]
+    )
     res = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout
     assert "25/25 files" in res.stdout and "100.0 kB" in res.stdout  # files, bytes
@@ -439,7 +442,10 @@ def test_sidecar_pairs_at_a_high_rate_none_lost(env: Env, daemon) -> None:
 
 def test_lander_processes_land_exactly_once(env: Env, daemon) -> None:
     d = daemon("--processes", "2")
-    reps = [traffic.burst(env.landing, count=600, size=1000, subdirs=3), traffic.duplicates(env.landing, count=3)]
+    reps = [
+        traffic.burst(env.landing, count=600, size=1000, subdirs=3),
+        traffic.duplicates(env.landing, count=3),
+    ]
     wait_for(lambda: len(env.records()) == 603, 60, "603 lines")
     invariants.check(env, invariants.expected_of(*reps))
     owners = {e["owner"] for e in d.event("file_ingested")}
@@ -450,6 +456,18 @@ def _children(pid: int) -> list[int]:
     out = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _spawned(pid: int) -> list[int]:
+    """Children that are multiprocessing workers (not its resource tracker)."""
+    out = []
+    for c in _children(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes():
+                out.append(c)
+        except FileNotFoundError:
+            continue  # exited meanwhile
     return out
 
 
@@ -467,7 +485,6 @@ def test_kill_9_with_lander_processes_children_die_and_nothing_is_lost(env: Env,
     invariants.check(env, invariants.expected_of(rep))
 
 
-
 def test_a_lander_process_that_dies_is_replaced_and_its_files_recovered(env: Env, daemon) -> None:
     d = daemon("--processes", "2", stability="0.1", environ={"INGESTOR_LANDER_FAULTS": "after_place=kill@5"})
     rep = traffic.burst(env.landing, count=400, size=1000)
@@ -476,3 +493,18 @@ def test_a_lander_process_that_dies_is_replaced_and_its_files_recovered(env: Env
     invariants.check(env, invariants.expected_of(rep))
     assert d.alive()
 
+
+def test_first_scan_of_a_large_landing_dir_uses_helper_processes_and_leaves_none(env: Env, daemon) -> None:
+    rep = traffic.burst(env.landing, count=6000, size=100, subdirs=4)  # there before the daemon starts
+    d = daemon(stability="0.1")
+    wait_for(lambda: d.event("scan_done"), 60, "the first scan")
+    assert d.event("scan_done")[0]["files"] == 6000
+    # above rescan.HELPERS_ABOVE_FIRST: one helper per core up to 4 (none on one core)
+    assert d.event("scan_done")[0]["helpers"] == default_workers()
+    assert d.proc is not None
+    pid = d.proc.pid
+    # started for the scan, stopped after it (the daemon has no lander processes;
+    # multiprocessing's resource tracker stays for the daemon's life)
+    wait_for(lambda: not _spawned(pid), 20, "the scan helpers to exit")
+    wait_for(lambda: landed(env, 6000), 90, "all 6000")
+    invariants.check(env, invariants.expected_of(rep))

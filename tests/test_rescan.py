@@ -159,6 +159,7 @@ def scan_all(env: Env, helpers: object | None) -> tuple[int, set[str]]:
             unknown=ledger.unknown_keys,
             ignored=lambda rel: False,
             helpers=(lambda: helpers) if helpers is not None else None,  # type: ignore[arg-type,return-value]
+            helpers_above=0,  # helpers from the first chunk on
         )
         return seen, {rel for rel, _ in emitted}
     finally:
@@ -166,7 +167,7 @@ def scan_all(env: Env, helpers: object | None) -> tuple[int, set[str]]:
         os.close(fd)
 
 
-def test_helper_processes_find_what_this_process_finds(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_helper_processes_find_what_this_process_finds(env: Env) -> None:
     kept_duplicates(env, 1500)
     for d in range(3):
         (env.landing / f"new{d}").mkdir()
@@ -174,14 +175,17 @@ def test_helper_processes_find_what_this_process_finds(env: Env, monkeypatch: py
             (env.landing / f"new{d}" / f"f{i}.csv").write_bytes(f"{d} {i}\n".encode())
     (env.landing / "new0" / "link").symlink_to("/etc/passwd")
     here = scan_all(env, None)
-    monkeypatch.setattr(rescan, "HELPERS_ABOVE", 0)  # helpers from the first chunk on
     fd = os.open(env.landing, OPEN_DIR)
     helpers = ScanHelpers(fd, env.landing, env.state, 2)
     try:
         wait_for(helpers.ready, 60, "the helpers to start")
         pids = set(helpers.pids())
+        handed: list[str] = []
+        submit = helpers.submit
+        helpers.submit = lambda rel_dir, names: handed.append(rel_dir) or submit(rel_dir, names)  # type: ignore[method-assign,func-returns-value]
         there = scan_all(env, helpers)
     finally:
+        helpers.close()  # the scan closed them already: a second close is harmless
         os.close(fd)
     assert there == here
     seen, rels = there
@@ -190,18 +194,16 @@ def test_helper_processes_find_what_this_process_finds(env: Env, monkeypatch: py
     assert {r for r in rels if r.startswith("seen/")} == set()
     assert len(rels) == 1200 + 1 and "new0/link" in rels
     assert pids and os.getpid() not in pids
+    assert len(handed) >= 5  # every chunk went to the helpers (1499 + 3 x 400 names)
     wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in pids), 30, "the helpers to exit")
 
 
-def test_helpers_that_die_or_never_start_leave_the_scan_to_this_process(
-    env: Env, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_helpers_that_die_or_never_start_leave_the_scan_to_this_process(env: Env) -> None:
     for i in range(6000):  # 6 chunks: more than the 4 the helpers may hold at once
         (env.landing / f"f{i}.csv").write_bytes(b"x")
     made = Ledger(env.state, "MAKE")
     made.open({})  # an empty ledger: every file is unknown
     made.close()
-    monkeypatch.setattr(rescan, "HELPERS_ABOVE", 0)
     for broken in (BrokenHelpers(), BrokenHelpers(start_fails=True)):
         seen, rels = scan_all(env, broken)
         assert (seen, len(rels)) == (6000, 6000)

@@ -443,6 +443,24 @@ class Ledger:
 
         self.call(op)
 
+    def remember(self, key: str, value: str) -> None:
+        """Keep a value across restarts (the ``meta`` table)."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+        self.call(op)
+
+    def recall(self, key: str) -> str | None:
+        try:
+            row = self.reader().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise Retryable("read ledger", str(self.path), str(exc), "retried") from exc
+        return None if row is None else str(row[0])
+
     def manifested(self, ids: Sequence[str]) -> None:
         def op(conn: sqlite3.Connection) -> None:
             now = time.time_ns()

@@ -508,3 +508,23 @@ def test_first_scan_of_a_large_landing_dir_uses_helper_processes_and_leaves_none
     wait_for(lambda: not _spawned(pid), 20, "the scan helpers to exit")
     wait_for(lambda: landed(env, 6000), 90, "all 6000")
     invariants.check(env, invariants.expected_of(rep))
+    assert d.stop() == 0
+    assert meta(env)["last_full_scan_files"] == "6000"
+    # the next start begins with helpers (the last full scan was large); its scan
+    # finds an empty landing dir, so they go unused and are stopped after it
+    d2 = daemon(stability="0.1")
+    assert d2.event("scan_helpers_prestarted")[0]["last_full_scan_files"] == 6000
+    wait_for(lambda: d2.event("scan_done"), 60, "the first scan")
+    assert (d2.event("scan_done")[0]["files"], d2.event("scan_done")[0]["helpers"]) == (0, 0)
+    assert d2.proc is not None
+    pid2 = d2.proc.pid
+    wait_for(lambda: not _spawned(pid2), 20, "the unused helpers to exit")
+    wait_for(lambda: meta(env).get("last_full_scan_files") == "0", 10, "the new size to be recorded")
+
+
+def meta(env: Env) -> dict[str, str]:
+    conn = sqlite3.connect(f"file:{env.state}?mode=ro", uri=True)
+    try:
+        return dict(conn.execute("SELECT key, value FROM meta"))
+    finally:
+        conn.close()

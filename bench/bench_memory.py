@@ -28,6 +28,9 @@ still runs, just before SIGTERM. Every daemon is fresh (its own process):
    ``/proc/<pid>/io``) are shown too, but SQLite's page reads count there.
    Run twice: with the tree in the kernel's caches (just created), and after
    dropping them (``echo 3 > /proc/sys/vm/drop_caches``, root only). The
+   warm run's daemon records the scan's size in the ledger, so the second
+   daemon starts its scan helpers with itself, as one restarted after a
+   reboot does (``scan_helpers_prestarted``). The
    limit next to each: GNU ``find -type f -printf '%i %s %T@\\n'`` over the
    same tree with the same caches (the same identities, read by C: with
    caches dropped, most of either is the kernel loading a million inodes).

@@ -441,9 +441,10 @@ class Daemon:
     def _scan_helpers(self) -> scanhelpers.ScanHelpers:
         self._helpers_started += self.scan_workers
         helpers, self._prestarted = self._prestarted, None
-        return helpers or scanhelpers.ScanHelpers(
-            self.landing_fd, self.s.input, self.s.state_path, self.scan_workers
-        )
+        return helpers or self._new_scan_helpers()
+
+    def _new_scan_helpers(self) -> scanhelpers.ScanHelpers:
+        return scanhelpers.ScanHelpers(self.landing_fd, self.s.input, self.s.state_path, self.scan_workers)
 
     def _prestart_scan_helpers(self) -> None:
         """Start the first scan's helpers with the daemon if the last full scan was large.
@@ -458,9 +459,7 @@ class Daemon:
             return
         self._last_full_scan = last
         if self.scan_workers and last > rescan.HELPERS_ABOVE_FIRST:
-            self._prestarted = scanhelpers.ScanHelpers(
-                self.landing_fd, self.s.input, self.s.state_path, self.scan_workers
-            )
+            self._prestarted = self._new_scan_helpers()
             self.log.info("scan_helpers_prestarted", helpers=self.scan_workers, last_full_scan_files=last)
 
     def _after_full_scan(self, seen: int) -> None:

@@ -24,7 +24,7 @@ from ingestor.daemon import Daemon
 from ingestor.errors import Fatal
 from ingestor.progress import BarProgress, LogProgress, Progress
 from ingestor.rescan import landing_paths
-from ingestor.settings import Settings, SettingsError, load
+from ingestor.settings import Settings, SettingsError, load, parse_path
 
 app = typer.Typer(
     add_completion=False,
@@ -36,15 +36,17 @@ app = typer.Typer(
 
 # ----------------------------------------------------------------- shared options
 
-InputOpt = Annotated[Path | None, typer.Option("--input", "-i", help="Landing directory to watch.")]
+# Paths are taken as text: typer's Path would turn "" into "." (the working directory),
+# and settings refuses an empty path only if it sees it
+InputOpt = Annotated[str | None, typer.Option("--input", "-i", help="Landing directory to watch.")]
 WarehouseOpt = Annotated[
-    Path | None, typer.Option(help="Warehouse directory. [default: <input>/../warehouse]")
+    str | None, typer.Option(help="Warehouse directory. [default: <input>/../warehouse]")
 ]
 ManifestsOpt = Annotated[
-    Path | None, typer.Option(help="Manifest directory. [default: <input>/../manifests]")
+    str | None, typer.Option(help="Manifest directory. [default: <input>/../manifests]")
 ]
 StateOpt = Annotated[
-    Path | None, typer.Option("--state-path", help="SQLite ledger. [default: <input>/../state/ledger.sqlite]")
+    str | None, typer.Option("--state-path", help="SQLite ledger. [default: <input>/../state/ledger.sqlite]")
 ]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML configuration file.")]
 ModeOpt = Annotated[
@@ -141,7 +143,7 @@ def run(
 @app.command()
 def replay(
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="Files or dirs below the landing dir. [default: all]")
+        list[str] | None, typer.Argument(help="Files or dirs below the landing dir. [default: all]")
     ] = None,
     input: InputOpt = None,
     warehouse: WarehouseOpt = None,
@@ -170,7 +172,7 @@ def replay(
     targets = flags.pop("paths") or []
     settings = _settings(flags.pop("config"), **flags)
     try:
-        rels = landing_paths(settings.input, targets) if targets else None
+        rels = landing_paths(settings.input, [parse_path("paths", t) for t in targets]) if targets else None
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
     raise typer.Exit(_run_daemon(settings, one_shot=True, paths=rels, show_progress=True))
@@ -195,8 +197,10 @@ def verify(
     if input is None and config is None and None in (warehouse, manifests, state_path):
         raise SettingsError("verify needs --warehouse, --manifests and --state-path (or --input / --config)")
     if input is None and config is None:
-        assert warehouse is not None and manifests is not None and state_path is not None
-        wh, mf, st = warehouse.absolute(), manifests.absolute(), state_path.absolute()
+        wh, mf, st = (
+            parse_path(name, value)
+            for name, value in (("warehouse", warehouse), ("manifests", manifests), ("state_path", state_path))
+        )
     else:
         s = load(
             {"input": input, "warehouse": warehouse, "manifests": manifests, "state_path": state_path},
@@ -238,9 +242,11 @@ def status(
         if input is None and config is None:
             raise SettingsError("status needs --state-path FILE (or --input / --config)")
         s = load({"input": input, "state_path": state_path}, config=config)
-        state_path = s.state_path
+        ledger = s.state_path
         port = metrics_port if metrics_port is not None else s.metrics_port
-    raise typer.Exit(run_status(state_path.absolute(), as_json=json, out=sys.stdout, metrics_port=port))
+    else:
+        ledger = parse_path("state_path", state_path)
+    raise typer.Exit(run_status(ledger, as_json=json, out=sys.stdout, metrics_port=port))
 
 
 config_app = typer.Typer(

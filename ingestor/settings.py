@@ -150,14 +150,18 @@ def _layout(text: Any) -> str:
 
 
 def _path(text: Any) -> Path:
-    if not isinstance(text, str | os.PathLike):
+    """A path as given; judged as text, before ``Path`` turns ``""`` into ``"."``."""
+    if isinstance(text, os.PathLike):
+        text = os.fspath(text)
+    if not isinstance(text, str):
         raise ValueError(f"{text!r} is not a path")
-    p = Path(text)
-    if "\0" in str(p):
+    if "\0" in text:
         raise ValueError("a path cannot hold a NUL byte")
-    if not str(p).strip():
+    if not text.strip():
         raise ValueError("the path is empty")
-    return p
+    if text != text.strip():
+        raise ValueError(f"{text!r} starts or ends with white space")
+    return Path(text)
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
@@ -197,6 +201,15 @@ def _parse(name: str, value: Any, origin: str) -> Any:
         if isinstance(parser, type) and issubclass(parser, StrEnum):
             choices = f" (choose from {', '.join(m.value for m in parser)})"
         raise SettingsError(f"invalid {origin} for {name}: {exc}{choices}") from None
+
+
+def parse_path(name: str, value: Any, cwd: Path | None = None) -> Path:
+    """One path flag of a command that takes no other settings (``verify``, ``status``): absolute."""
+    try:
+        path = _path(value)
+    except ValueError as exc:
+        raise SettingsError(f"invalid value of --{name.replace('_', '-')} for {name}: {exc}") from None
+    return Path(os.path.normpath((cwd or Path.cwd()) / os.path.expanduser(path)))
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -267,6 +280,7 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def _check_paths(s: Settings) -> None:
+    """Refuse paths that overlap or name the wrong kind of thing, before anything is touched."""
     if s.input == Path("/"):
         raise SettingsError("invalid input: the landing dir cannot be /")
     for name in ("warehouse", "manifests", "state_path"):
@@ -277,11 +291,23 @@ def _check_paths(s: Settings) -> None:
             )
         if _inside(s.input, other):
             raise SettingsError(f"invalid input: {s.input} is inside {name} {other}")
+    if _inside(s.manifests, s.warehouse) or _inside(s.warehouse, s.manifests):
+        raise SettingsError(
+            f"invalid manifests: {s.manifests} and the warehouse {s.warehouse} overlap; "
+            "manifest files in the warehouse would be audited as landed files"
+        )
+    for name in ("warehouse", "manifests"):
+        if _inside(s.state_path, getattr(s, name)):
+            raise SettingsError(f"invalid state_path: {s.state_path} is inside {name} {getattr(s, name)}")
     try:
+        for name in ("input", "warehouse", "manifests"):
+            path = getattr(s, name)
+            if path.exists() and not path.is_dir():
+                raise SettingsError(f"invalid {name}: {path} exists and is not a directory")
         if s.state_path.exists() and not s.state_path.is_file():
             raise SettingsError(f"invalid state_path: {s.state_path} exists and is not a file")
     except OSError as exc:
-        raise SettingsError(f"invalid state_path: cannot reach {s.state_path}: {exc.strerror}") from None
+        raise SettingsError(f"invalid path: cannot reach {exc.filename}: {exc.strerror}") from None
 
 
 def describe(s: Settings) -> dict[str, Any]:

@@ -410,3 +410,48 @@ def test_env_is_the_process_env_by_default(cwd: Path, monkeypatch: pytest.Monkey
     monkeypatch.delenv("INGESTOR_CONCURRENCY")
     assert os.environ.get("INGESTOR_CONCURRENCY") is None
     assert load({"input": "landing"}, cwd=cwd).concurrency == DEFAULT_CONCURRENCY
+
+
+# ---------------------------------------------------------------- empty, ambiguous, overlapping paths
+
+
+@pytest.mark.parametrize("name", PATHS)
+@pytest.mark.parametrize("value", ["", " ", "\t", " landing", "landing "])
+def test_empty_or_blank_path_is_refused_from_every_source(cwd: Path, name: str, value: str) -> None:
+    """An empty --input was the working directory: every file in it would have been landed."""
+    flags = {} if name == "input" else {"input": "landing"}
+    with pytest.raises(SettingsError) as info:
+        load({**flags, name: value}, environ={}, cwd=cwd)
+    one_line_error(info, name, f"--{name.replace('_', '-')}")
+    with pytest.raises(SettingsError) as info:
+        load(flags, environ={f"INGESTOR_{name.upper()}": value}, cwd=cwd)
+    one_line_error(info, name, f"INGESTOR_{name.upper()}")
+    cfg = toml(cwd / "c.toml", f"{name} = {json.dumps(value)}\n")
+    with pytest.raises(SettingsError) as info:
+        load(flags, config=cfg, environ={}, cwd=cwd)
+    one_line_error(info, name, str(cfg))
+
+
+@pytest.mark.parametrize("name", ["input", "warehouse", "manifests"])
+def test_a_directory_setting_naming_a_file_is_refused(cwd: Path, name: str) -> None:
+    (cwd / "afile").write_bytes(b"x")
+    flags = {"input": "landing", name: "afile"}
+    with pytest.raises(SettingsError) as info:
+        load(flags, environ={}, cwd=cwd)
+    one_line_error(info, name, "not a directory")
+
+
+@pytest.mark.parametrize(
+    ("manifests", "warehouse"), [("wh", "wh"), ("wh/manifests", "wh"), ("m", "m/warehouse")]
+)
+def test_manifests_and_warehouse_must_not_overlap(cwd: Path, manifests: str, warehouse: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        settings(cwd, {"manifests": manifests, "warehouse": warehouse})
+    one_line_error(info, "manifests", "warehouse")
+
+
+@pytest.mark.parametrize("name", ["warehouse", "manifests"])
+def test_ledger_inside_an_output_dir_is_refused(cwd: Path, name: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        settings(cwd, {name: "out", "state_path": "out/state/ledger.sqlite"})
+    one_line_error(info, "state_path", name)

@@ -1,0 +1,86 @@
+"""cli.py: every command's exit codes, as a user meets them (real processes)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Env, run_ingestor
+
+
+def one_error_line(stderr: str, *words: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("ingestor: error: "), stderr
+    for w in words:
+        assert w in lines[0], f"{w!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["run", "replay"])
+@pytest.mark.parametrize("value", ["", " "])
+def test_empty_input_is_refused_and_nothing_moves(tmp_path: Path, command: str, value: str) -> None:
+    """`cd dir && ingestor run --input ''` landed every file of the working directory."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "precious.csv").write_bytes(b"not to be moved")
+    res = run_ingestor(command, "--input", value, timeout=60, cwd=work)
+    assert res.returncode == 2, res.stderr
+    one_error_line(res.stderr, "input", "empty")
+    assert sorted(os.listdir(work)) == ["precious.csv"]
+    assert sorted(os.listdir(tmp_path)) == ["work"]  # no ../warehouse, ../manifests, ../state
+
+
+@pytest.mark.parametrize("name", ["warehouse", "manifests", "state-path"])
+def test_empty_output_path_is_refused(env: Env, name: str) -> None:
+    res = run_ingestor("run", "--input", str(env.landing), f"--{name}", "", timeout=60, cwd=env.root)
+    assert res.returncode == 2, res.stderr
+    one_error_line(res.stderr, name.replace("-", "_"), "empty")
+
+
+def test_empty_input_from_the_environment_is_refused(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "ingestor.cli", "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "INGESTOR_INPUT": ""},
+    )
+    assert res.returncode == 2, res.stderr
+    one_error_line(res.stderr, "INGESTOR_INPUT", "empty")
+    assert os.listdir(tmp_path) == []
+
+
+def test_input_naming_a_file_is_refused_with_exit_2(env: Env) -> None:
+    """It was exit 1 with a JSON fatal: under Restart=on-failure, a restart loop."""
+    afile = env.root / "afile.csv"
+    afile.write_bytes(b"x")
+    res = run_ingestor("run", "--input", str(afile), timeout=60, cwd=env.root)
+    assert res.returncode == 2, res.stderr
+    one_error_line(res.stderr, "input", "not a directory")
+
+
+def test_manifests_inside_the_warehouse_is_refused(env: Env) -> None:
+    res = run_ingestor(
+        "run", "--input", str(env.landing), "--warehouse", str(env.warehouse),
+        "--manifests", str(env.warehouse / "manifests"), timeout=60, cwd=env.root,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    one_error_line(res.stderr, "manifests", "warehouse")
+    assert not env.warehouse.exists()
+
+
+@pytest.mark.parametrize("command", ["verify", "status"])
+def test_empty_paths_of_the_read_only_commands(env: Env, command: str) -> None:
+    args = ["--state-path", ""]
+    if command == "verify":
+        args += ["--warehouse", str(env.warehouse), "--manifests", str(env.manifests)]
+    res = run_ingestor(command, *args, timeout=60, cwd=env.root)
+    assert res.returncode == 2, res.stderr
+    one_error_line(res.stderr, "state_path", "empty")

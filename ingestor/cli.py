@@ -172,7 +172,7 @@ def replay(
     targets = flags.pop("paths") or []
     settings = _settings(flags.pop("config"), **flags)
     try:
-        rels = landing_paths(settings.input, [parse_path("paths", t) for t in targets]) if targets else None
+        rels = landing_paths(settings.input, [parse_path("paths", t, origin="argument") for t in targets]) if targets else None
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
     raise typer.Exit(_run_daemon(settings, one_shot=True, paths=rels, show_progress=True))

@@ -203,12 +203,14 @@ def _parse(name: str, value: Any, origin: str) -> Any:
         raise SettingsError(f"invalid {origin} for {name}: {exc}{choices}") from None
 
 
-def parse_path(name: str, value: Any, cwd: Path | None = None) -> Path:
-    """One path flag of a command that takes no other settings (``verify``, ``status``): absolute."""
+def parse_path(name: str, value: Any, cwd: Path | None = None, *, origin: str | None = None) -> Path:
+    """One path given outside the settings (``verify``'s and ``status``'s flags, ``replay``'s
+    arguments), judged as a setting's: absolute."""
     try:
         path = _path(value)
     except ValueError as exc:
-        raise SettingsError(f"invalid value of --{name.replace('_', '-')} for {name}: {exc}") from None
+        where = origin or f"value of --{name.replace('_', '-')}"
+        raise SettingsError(f"invalid {where} for {name}: {exc}") from None
     return Path(os.path.normpath((cwd or Path.cwd()) / os.path.expanduser(path)))
 
 

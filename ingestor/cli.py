@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 
 from ingestor import logs
 from ingestor.daemon import Daemon
-from ingestor.errors import Fatal
+from ingestor.errors import Fatal, Refused
 from ingestor.progress import BarProgress, LogProgress, Progress
 from ingestor.rescan import landing_paths
 from ingestor.settings import Settings, SettingsError, load, parse_path
@@ -211,6 +211,47 @@ def verify(
     raise typer.Exit(run_verify(wh, mf, st, as_json=json, out=sys.stdout))
 
 
+@app.command("rebuild-ledger")
+def rebuild_ledger(
+    input: InputOpt = None,
+    warehouse: WarehouseOpt = None,
+    manifests: ManifestsOpt = None,
+    state_path: StateOpt = None,
+    config: ConfigOpt = None,
+    dedup: DedupOpt = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+) -> None:
+    """Rebuild a lost ledger from the manifests and the warehouse; exit 0 clean, 1 with problems.
+
+    Run it with the daemon stopped and the settings the daemon runs with. It
+    refuses a ledger that holds records. Records, content claims (within
+    --dedup), destinations and kept duplicates come from the manifest lines;
+    warehouse files no line names are reported, not adopted. Then run
+    `ingestor verify`.
+    """
+    import orjson
+
+    from ingestor.rebuild import rebuild, summary
+
+    settings = _settings(
+        config, input=input, warehouse=warehouse, manifests=manifests, state_path=state_path, dedup=dedup
+    )
+    logs.configure(settings.log_level.value)
+    report = summary(rebuild(settings))
+    if json:
+        sys.stdout.write(orjson.dumps(report).decode() + "\n")
+    else:
+        lines = [
+            f"rebuilt {settings.state_path}: {report['records']} records, "
+            f"{report['content_claims']} content claims, from {report['manifest_files']} manifest files"
+        ]
+        for kind, count in report["problems"].items():
+            lines.append(f"{kind}: {count}")
+            lines += [f"  {ex}" for ex in report["examples"][kind]]
+        sys.stdout.write("\n".join(lines) + "\n")
+    raise typer.Exit(1 if report["problems"] else 0)
+
+
 # ----------------------------------------------------------------- simulate, status, config show
 
 from simulate.cli import app as simulate_app  # noqa: E402 - kept beside the commands it adds
@@ -364,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     except ClickException as exc:
         print(f"ingestor: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(2)
-    except SettingsError as exc:
+    except (SettingsError, Refused) as exc:
         print(f"ingestor: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except Fatal as exc:

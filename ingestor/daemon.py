@@ -37,7 +37,8 @@ from typing import Any
 
 import ulid
 
-from ingestor import logs, procs, rescan, scanhelpers, systemd
+from ingestor import binding, logs, procs, rescan, scanhelpers, systemd
+from ingestor import ledger as ledger_mod
 from ingestor.errors import Fatal, IngestError, Retryable
 from ingestor.metrics import Metrics
 from ingestor.progress import Progress
@@ -101,6 +102,7 @@ class Daemon:
         self._retry_wake: asyncio.Event | None = None
         self._batches: set[asyncio.Future[Outcome]] = set()  # worker calls in flight
         self._daemon_lock_fd = -1
+        self.bindings: list[binding.Binding] = []
         self._last_failure_log = 0.0
         self._opened = False
         self._crashed = False
@@ -125,9 +127,19 @@ class Daemon:
         s.ledger_dir.mkdir(parents=True, exist_ok=True)
         if not self.one_shot:
             self._take_daemon_lock()
+        self._bind()
         self.worker, self.ledger, self.tmp, self.landing_fd = procs.make_worker(
             s, owner=self.owner, stop=self.stop_threads, log=self.log
         )
+        try:
+            binding.check_history(s.manifests, s.state_path, self.ledger.knows)
+            for b in self.bindings:
+                b.commit(self.ledger.id, s.state_path)
+        except BaseException:
+            self.ledger.close()
+            self.tmp.close()
+            os.close(self.landing_fd)
+            raise
         self.ledger.commit_observer = self.metrics.on_commit
         if self.tmp.fd < 0:
             self.log.warning(
@@ -144,6 +156,25 @@ class Daemon:
         if s.processes > 1 and not s.dry_run:
             self.landers = procs.Landers(s, s.processes)
         self._opened = True
+
+    def _bind(self) -> None:
+        """Refuse directories bound to another ledger, and a new ledger beside written manifests."""
+        s = self.s
+        known = ledger_mod.peek_id(s.state_path)
+        self.bindings = binding.bind_all(
+            {"input": s.input, "warehouse": s.warehouse, "manifests": s.manifests}, known, s.state_path
+        )
+        if known is None:  # no ledger yet: manifests that hold lines were written by another one
+            try:
+                binding.check_history(s.manifests, s.state_path, lambda _id: False)
+            except BaseException:
+                self._release_bindings()
+                raise
+
+    def _release_bindings(self) -> None:
+        for b in self.bindings:
+            b.release()
+        self.bindings = []
 
     def _take_daemon_lock(self) -> None:
         path = self.s.ledger_dir / "daemon.lock"
@@ -171,6 +202,7 @@ class Daemon:
             self.ledger.close()
             self.tmp.close()
             os.close(self.landing_fd)
+        self._release_bindings()
         if self._daemon_lock_fd >= 0:
             os.close(self._daemon_lock_fd)
             self._daemon_lock_fd = -1

@@ -9,6 +9,8 @@
   file goes back to waiting, a vanished one is forgotten.
 - ``Fatal``: the service cannot go on (ledger unusable, landing root missing at
   start). The process exits non-zero and systemd restarts it.
+- ``Refused``: a start that restarting cannot fix (another ledger's directories,
+  a lost ledger): one line, exit 2, and systemd does not restart it.
 
 ``from_oserror`` translates errno at the boundary into one of these, with a
 sentence an operator can act on.
@@ -51,6 +53,11 @@ class Gone(IngestError):
 
 class Fatal(IngestError):
     pass
+
+
+class Refused(Exception):
+    """A start refused for what the operator must decide (a directory bound to another ledger,
+    a ledger that does not hold the manifests): one line, exit 2, no restart."""
 
 
 class Stopping(Exception):

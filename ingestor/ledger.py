@@ -31,6 +31,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,11 @@ from ingestor.settings import Dedup
 T = TypeVar("T")
 _OPEN = OPEN_SQL
 MAX_GROUP = 1024
+# SQLite checkpoints the WAL past WAL_PAGES pages (1 MiB; its default, 4 MiB, was never
+# reached on a small ledger volume, which the WAL then filled for good) and a
+# checkpointed WAL is cut back to WAL_LIMIT bytes
+WAL_PAGES = 256
+WAL_LIMIT = 1 << 20
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,6 +67,7 @@ CREATE TABLE IF NOT EXISTS files(
     inode INTEGER NOT NULL,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL DEFAULT 0,
     sha256 TEXT NOT NULL,
     dest_rel BLOB,
     manifest_rel TEXT NOT NULL,
@@ -132,7 +139,34 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=30000")
     if not readonly:
         conn.execute("PRAGMA synchronous=FULL")
+        # a bounded WAL: checkpointed past WAL_PAGES, cut back to WAL_LIMIT after a checkpoint
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
     return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a ledger written by an earlier version up to this schema."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(files)")}
+    if "ctime_ns" not in columns:  # 0: unknown, not compared
+        conn.execute("ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0")
+
+
+def peek_id(path: Path) -> str | None:
+    """The id of the ledger at ``path`` without creating or changing anything; None if there is none."""
+    if not path.is_file():
+        return None
+    try:
+        conn = connect(path, readonly=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'ledger_id'").fetchone()
+    except sqlite3.Error:
+        return None  # empty, truncated, not a ledger yet: open() says which
+    finally:
+        conn.close()
+    return None if row is None else str(row[0])
 
 
 def unknown_keys(
@@ -223,6 +257,7 @@ class Ledger:
         self.path = path
         self.owner = owner
         self.owners = OwnerLocks(path.parent)
+        self.id = ""  # the ledger's own id (meta ledger_id), known once open
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._local = threading.local()
@@ -243,6 +278,7 @@ class Ledger:
             conn = connect(self.path)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
+            _migrate(conn)
             stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.Error as exc:
             raise Fatal(
@@ -258,10 +294,18 @@ class Ledger:
                     "use the same directories, or another --state-path",
                 )
         missing = {k: v for k, v in roots.items() if k not in stored}
+        if "ledger_id" not in stored:
+            missing["ledger_id"] = str(uuid.uuid4())
         if missing:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", missing.items())
-            conn.execute("COMMIT")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", missing.items())
+                conn.execute("COMMIT")
+                stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            except sqlite3.Error as exc:
+                conn.close()
+                raise Fatal("open ledger", str(self.path), str(exc), "is the disk full?") from exc
+        self.id = str(stored["ledger_id"])
         self.owners.acquire(self.owner)
         self._txn_lock = os.open(
             self.path.parent / "write.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
@@ -271,16 +315,27 @@ class Ledger:
         self._thread.start()
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(_STOP)
-            self._thread.join()
-            self._thread = None
-            self._conn.close()
-            os.close(self._txn_lock)
+        """Stop the writer; leave every committed record in the main file.
+
+        Read-only connections cannot checkpoint, so they are closed first and
+        the writer's connection copies the WAL into the main file and empties
+        it: after a clean stop ``ledger.sqlite`` alone holds the ledger (a copy
+        of it is a backup), and a lost ``-wal`` loses nothing.
+        """
         with self._readers_lock:
             for r in self._readers:
                 r.close()
             self._readers.clear()
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error:
+                pass  # busy (another process reads) or disk full: the WAL stays, nothing is lost
+            self._conn.close()
+            os.close(self._txn_lock)
         self.owners.release(self.owner, remove=True)
         self.owners.close()
 
@@ -317,6 +372,12 @@ class Ledger:
     def _commit_group(
         self, group: list[tuple[Callable[[sqlite3.Connection], Any], concurrent.futures.Future[Any]]]
     ) -> None:
+        """One transaction for the group; every future gets its result or its error.
+
+        Nothing that goes wrong here may end the writer thread: every later
+        ledger call would wait for it for ever. An error outside the requests
+        (the commit, a fault point) fails the whole group as retryable.
+        """
         conn = self._conn
         started = time.monotonic()
         results: list[tuple[bool, Any]] = []
@@ -340,28 +401,54 @@ class Ledger:
             if faults.ACTIVE:
                 faults.ACTIVE.hit("before_commit")
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # no transaction is open: BEGIN itself failed
-            err = Retryable("commit", str(self.path), str(exc), "ledger busy or disk full; retried")
+        except Exception as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # rolled back by SQLite itself (a full disk can do that)
+            full = isinstance(exc, sqlite3.Error) and "full" in str(exc)
+            hint = "ledger disk full: free space; landing resumes by itself" if full else "retried"
+            err = Retryable("commit", str(self.path), str(exc), hint)
             for _, fut in group:
                 fut.set_exception(err)
+            if full:
+                self._checkpoint()
             return
         finally:
             fcntl.flock(self._txn_lock, fcntl.LOCK_UN)
         elapsed = time.monotonic() - started
         self.commits += 1
         self.last_group = len(group)
-        self.last_commit_seconds = elapsed
-        if self.commit_observer is not None:
-            self.commit_observer(len(group), elapsed)
         for (_, fut), (ok, value) in zip(group, results, strict=True):
             if ok:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
+        if self.commit_observer is not None:
+            try:
+                self.commit_observer(len(group), elapsed)
+            except Exception as exc:  # metrics must never fail committed work
+                self._log_observer_error(exc)
+
+    def _checkpoint(self) -> None:
+        """After a failed commit: copy what the WAL holds into the main file (writer thread only).
+
+        SQLite checkpoints by itself after a commit that leaves more than
+        ``WAL_PAGES`` in the WAL, and the next commit after a complete
+        checkpoint writes the WAL from its start; a commit that fails on a
+        full disk never gets there, so it is done here (PASSIVE: it never
+        waits for readers). Once space returns the WAL is reused, not grown.
+        """
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            pass  # still full, or busy: tried again after the next failure
+
+    def _log_observer_error(self, exc: Exception) -> None:
+        from ingestor import logs
+
+        logs.get_logger().error("commit_observer_failed", error=repr(exc))
 
     # ------------------------------------------------------------ readers
 
@@ -526,6 +613,10 @@ class Ledger:
             return [_record(r) for r in rows]
 
         return self.call(op)
+
+    def knows(self, rec_id: str) -> bool:
+        """Does the ledger hold a record with this id (any state)?"""
+        return self.reader().execute("SELECT 1 FROM files WHERE id = ?", (rec_id,)).fetchone() is not None
 
     def open_owners(self) -> set[str]:
         rows = self.reader().execute(f"SELECT DISTINCT owner FROM files WHERE state IN {_OPEN}").fetchall()

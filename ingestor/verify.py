@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from ingestor import binding
 from ingestor.digest import hash_fd
 from ingestor.errors import IngestError
 from ingestor.fsops import OPEN_DATA, OPEN_DIR, TempDir, open_beneath
@@ -269,6 +270,8 @@ class _Audit:
                 with os.scandir(fd) as it:
                     for e in it:
                         rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+                        if rel == binding.NAME:
+                            continue  # which ledger the warehouse belongs to (binding.py)
                         if rel == TempDir.NAME and e.is_dir(follow_symlinks=False):
                             self.db.executemany("INSERT INTO temp VALUES (?)", ((n,) for n in self._temps()))
                         elif e.is_dir(follow_symlinks=False):

@@ -83,14 +83,19 @@ class Env:
         out = []
         for path in self.warehouse.rglob("*"):
             rel = path.relative_to(self.warehouse).parts
-            if rel[0] == ".ingestor-tmp" or (rel[0] == "_duplicates" and not duplicates):
+            if rel[0] in (".ingestor-tmp", ".ingestor-ledger") or (rel[0] == "_duplicates" and not duplicates):
                 continue
             if path.is_file() and not path.is_symlink():
                 out.append(path)
         return sorted(out)
 
     def landing_files(self) -> list[Path]:
-        return sorted(p for p in self.landing.rglob("*") if not p.is_dir() or p.is_symlink())
+        """Everything in the landing dir but directories and the ingestor's binding file."""
+        return sorted(
+            p
+            for p in self.landing.rglob("*")
+            if (not p.is_dir() or p.is_symlink()) and p != self.landing / ".ingestor-ledger"
+        )
 
 
 @pytest.fixture

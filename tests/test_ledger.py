@@ -20,7 +20,7 @@ import pytest
 
 from ingestor.errors import Fatal, Retryable
 from ingestor.layout import DEFAULT_LAYOUT, LayoutError, render
-from ingestor.ledger import Ledger, MovedUpdate, OwnerLocks
+from ingestor.ledger import WAL_PAGES, Ledger, MovedUpdate, OwnerLocks
 from ingestor.manifest import manifest_rel_for
 from ingestor.plan import DUPLICATES_DIR, Defer, Dests, PlanPolicy, PlanResult, Skip, plan_one
 from ingestor.records import Action, Candidate, Hashed, Identity, Record, State, Status
@@ -791,3 +791,100 @@ def test_a_batch_planned_in_bulk_records_its_manifest_floor(ledger: Ledger, poli
     res = ledger.plan([hashed(f"f{i}.csv", f"content {i}") for i in range(3)], policy, lambda rel: 4242)
     assert [r.manifest_floor for r in res if isinstance(r, Record)] == [4242] * 3
     assert {row["manifest_floor"] for row in rows(ledger).values()} == {4242}
+
+
+# ---------------------------------------------------------------- the writer never dies; the WAL stays bounded
+
+
+def test_a_non_sqlite_error_in_a_commit_fails_its_group_and_the_writer_goes_on(
+    ledger: Ledger, policy: PlanPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer caught only sqlite3.Error: a fault at before_commit killed the thread,
+    and every later ledger call waited for ever."""
+    from ingestor import faults
+
+    monkeypatch.setattr(faults, "ACTIVE", faults.parse("before_commit=eio@1"))
+    with pytest.raises(Retryable):
+        ledger.submit(lambda c: c.execute("SELECT 1").fetchone()).result(timeout=10)
+    assert isinstance(ledger.submit(lambda c: one_plan(c, ledger, policy)).result(timeout=10), list)
+    assert any(th.name == "ledger-writer" for th in threading.enumerate())
+
+
+def one_plan(conn: sqlite3.Connection, ledger: Ledger, policy: PlanPolicy) -> list[Any]:
+    return conn.execute("SELECT count(*) FROM files").fetchall()
+
+
+def test_a_raising_commit_observer_does_not_fail_committed_work(ledger: Ledger, policy: PlanPolicy) -> None:
+    def observer(size: int, seconds: float) -> None:
+        raise RuntimeError("observer bug")
+
+    ledger.commit_observer = observer
+    res = ledger.submit(lambda c: c.execute("INSERT INTO meta(key, value) VALUES ('k', 'v')").rowcount)
+    assert res.result(timeout=10) == 1
+    assert ledger.submit(lambda c: c.execute("SELECT value FROM meta WHERE key='k'").fetchone()[0]).result(
+        timeout=10
+    ) == "v"
+
+
+def test_a_clean_close_leaves_everything_in_the_main_file(
+    state: Path, roots: dict[str, str], policy: PlanPolicy, tmp_path: Path
+) -> None:
+    """After a clean stop all records sat in the -wal: a backup of ledger.sqlite alone was empty."""
+    led = Ledger(state, "01CLOSE")
+    led.open(roots)
+    recs = [rec_of(led, hashed(f"f{i}.csv", f"content {i}"), policy) for i in range(20)]
+    finish(led, *recs)
+    led.unfinished()  # a reader connection too
+    led.close()
+    wal = state.with_name(state.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    copy = tmp_path / "backup.sqlite"
+    copy.write_bytes(state.read_bytes())  # the main file alone, as a naive backup takes it
+    conn = sqlite3.connect(copy)
+    try:
+        assert conn.execute("SELECT count(*) FROM files WHERE state = 'manifested'").fetchone()[0] == 20
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def two_mib_state(tmp_path: Path) -> Iterator[Path]:
+    with tiny_tmpfs(tmp_path / "twomib", "2m") as d:
+        yield d / "ledger.sqlite"
+
+
+def test_a_full_ledger_volume_recovers_and_the_wal_stays_bounded(
+    two_mib_state: Path, roots: dict[str, str], policy: PlanPolicy
+) -> None:
+    """On a 2 MB volume that was full and then freed, the WAL filled it again and was never
+    checkpointed: `database or disk is full` for ever, one file in three landed."""
+    led = Ledger(two_mib_state, "01TWOMIB")
+    led.open(roots)
+    filler = two_mib_state.parent / "filler"
+    try:
+        finish(led, rec_of(led, hashed("first.csv", "first"), policy))
+        with open(filler, "wb", buffering=0) as fh:  # the volume fills up
+            try:
+                while True:
+                    fh.write(b"\0" * 4096)
+            except OSError:
+                pass
+        with pytest.raises(Retryable):
+            for i in range(50):
+                finish(led, rec_of(led, hashed(f"full/{i}.csv", f"full {i}"), policy))
+        filler.unlink()  # space comes back
+        wal = two_mib_state.with_name(two_mib_state.name + "-wal")
+        biggest = 0
+        for i in range(400):  # one file at a time: two commits each, the worst case for the WAL
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    finish(led, rec_of(led, hashed(f"after/{i}.csv", f"after {i}"), policy))
+                    break
+                except Retryable:
+                    assert time.monotonic() < deadline, f"file {i}: the ledger did not recover"
+            biggest = max(biggest, wal.stat().st_size if wal.exists() else 0)
+        # what SQLite lets it grow to before its checkpoint, plus one commit
+        assert biggest <= (WAL_PAGES + 64) * (4096 + 24), f"the WAL grew to {biggest} bytes"
+    finally:
+        led.close()

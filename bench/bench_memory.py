@@ -57,8 +57,9 @@ from ingestor.ledger import SCHEMA
 COLUMNS = (
     "id", "state", "status", "action", "owner", "source_rel", "device", "inode", "size", "mtime_ns",
     "sha256", "dest_rel", "manifest_rel", "manifest_floor", "ingested_ns", "duplicate_of",
-    "sidecar_rel", "note", "updated_ns",
+    "sidecar_rel", "note", "updated_ns", "ctime_ns",
 )  # fmt: skip
+INSERTED = COLUMNS[:-1]  # ctime_ns keeps its default (0: not known)
 _B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32, as ULIDs use
 
 
@@ -90,7 +91,7 @@ def _insert(
 ) -> None:
     conn.execute("BEGIN")
     conn.executemany(
-        f"INSERT INTO files({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows
+        f"INSERT INTO files({', '.join(INSERTED)}) VALUES ({', '.join('?' * len(INSERTED))})", rows
     )
     conn.executemany("INSERT INTO content(key, id) VALUES (?, ?)", content)
     conn.execute("COMMIT")

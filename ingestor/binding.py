@@ -71,15 +71,16 @@ class Binding:
         self.fd = -1
         self.marker: dict[str, Any] | None = None
         self._exclusive = False
+        self.writable = True
+        # True while the directory cannot be written (a read-only mount) and was never bound:
+        # nothing can land there either; the daemon binds it once it can (``retry``)
+        self.pending = False
+        self.cause = ""
 
     def acquire(self, ledger_id: str | None, ledger_path: Path) -> None:
         """Lock the file and judge its marker against this ledger (``None``: not created yet)."""
-        try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise Refused(
-                f"cannot open {self.path}: {exc.strerror}; {_what(self.role)} must be a directory this user may write"
-            ) from None
+        if not self._open():
+            return
         try:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -116,20 +117,53 @@ class Binding:
             self.release()
             raise
 
+    def _open(self) -> bool:
+        """Open the file to lock it; False when it cannot exist yet (see ``pending``)."""
+        self.pending = False
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            self.writable = True
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise Refused(f"cannot open {self.path}: {exc.strerror}") from None
+            self.cause = exc.strerror or str(exc)
+        try:  # not writable now (a read-only mount): an existing file can still be locked and read
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            self.writable = False
+            return True
+        except FileNotFoundError:
+            # never bound, and nothing can be written there now: bound once it is writable
+            self.pending = True
+            return False
+        except OSError as exc:
+            raise Refused(f"cannot open {self.path}: {exc.strerror}") from None
+
+    def retry(self, ledger_id: str, ledger_path: Path) -> bool:
+        """A pending binding, once more: True once bound (``Refused`` if another ledger was first)."""
+        self.acquire(ledger_id, ledger_path)
+        if self.pending:
+            return False
+        self.commit(ledger_id, ledger_path)
+        return not self.pending
+
     def acquire_alone(self) -> None:
         """Lock the file for a process that must be the only one on the directory (a rebuild)."""
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            marker = self._read()
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                marker = self._read()
+                who = _show(marker) if marker else "an unknown ledger"
+                raise Refused(
+                    f"{_what(self.role)} {self.directory} is in use by an ingestor with {who}; stop it first"
+                ) from None
+            self._exclusive = True
+            self.marker = self._read()
+        except BaseException:
             self.release()
-            who = _show(marker) if marker else "an unknown ledger"
-            raise Refused(
-                f"{_what(self.role)} {self.directory} is in use by an ingestor with {who}; stop it first"
-            ) from None
-        self._exclusive = True
-        self.marker = self._read()
+            raise
 
     def rebind(self, ledger_id: str, ledger_path: Path) -> None:
         """Bind a directory held alone to another ledger (the one a rebuild made)."""
@@ -160,10 +194,17 @@ class Binding:
 
     def commit(self, ledger_id: str, ledger_path: Path) -> None:
         """Bind the directory to this (open) ledger if it is not yet, then share the lock."""
+        if self.pending:
+            return
         if self.marker is None or self.marker.get("ledger_id") != ledger_id or (
             self.marker.get("ledger") != str(ledger_path) and self._exclusive
         ):
             assert self._exclusive, "bound only while no other process uses the directory"
+            if not self.writable:
+                if self.marker is None:  # an empty file on a read-only mount: bound once writable
+                    self.release()
+                    self.pending = True
+                return  # the same ledger, moved: its new path is written at a later start
             self.marker = {
                 "ledger_id": ledger_id,
                 "ledger": str(ledger_path),

@@ -39,7 +39,7 @@ import ulid
 
 from ingestor import binding, logs, procs, rescan, scanhelpers, systemd
 from ingestor import ledger as ledger_mod
-from ingestor.errors import Fatal, IngestError, Retryable
+from ingestor.errors import Fatal, IngestError, Refused, Retryable
 from ingestor.metrics import Metrics
 from ingestor.progress import Progress
 from ingestor.ready import Readiness, wait_event
@@ -106,6 +106,7 @@ class Daemon:
         self._last_failure_log = 0.0
         self._opened = False
         self._crashed = False
+        self._refused: Refused | None = None  # a pending binding taken by another ledger meanwhile
 
     # ------------------------------------------------------------ startup
 
@@ -135,6 +136,13 @@ class Daemon:
             binding.check_history(s.manifests, s.state_path, self.ledger.knows)
             for b in self.bindings:
                 b.commit(self.ledger.id, s.state_path)
+                if b.pending:
+                    self.log.warning(
+                        "binding_deferred",
+                        path=str(b.directory),
+                        cause=b.cause,
+                        hint=f"not writable now: bound to this ledger once it is ({binding.NAME})",
+                    )
         except BaseException:
             self.ledger.close()
             self.tmp.close()
@@ -351,6 +359,8 @@ class Daemon:
             not_ready=len(r.not_ready),
             retrying=len(self._retry),
         )
+        if self._refused is not None:
+            raise self._refused
         if self._crashed or (self.one_shot and (self._retry or self.stats.failed)):
             return 1
         return 0
@@ -439,6 +449,8 @@ class Daemon:
         self.metrics.scans.inc()
         if "" in targets:
             await loop.run_in_executor(None, self._after_full_scan, seen)
+            if self._refused is not None:
+                self.request_stop()
             self.log.info(
                 "scan_done",
                 files=seen,
@@ -494,8 +506,20 @@ class Daemon:
             self._prestarted = self._new_scan_helpers()
             self.log.info("scan_helpers_prestarted", helpers=self.scan_workers, last_full_scan_files=last)
 
+    def _bind_pending(self) -> None:
+        """In a thread: bind the directories that were not writable at start, now that they may be."""
+        for b in self.bindings:
+            if b.pending:
+                try:
+                    if b.retry(self.ledger.id, self.s.state_path):
+                        self.log.info("binding_done", path=str(b.directory))
+                except Refused as exc:
+                    self._refused = exc
+                    self.log.error("binding_refused", path=str(b.directory), cause=str(exc))
+
     def _after_full_scan(self, seen: int) -> None:
         """In a thread: remember the scan's size; stop helpers the scan did not need."""
+        self._bind_pending()
         unused, self._prestarted = self._prestarted, None
         if unused is not None:
             unused.close()

@@ -67,7 +67,6 @@ CREATE TABLE IF NOT EXISTS files(
     inode INTEGER NOT NULL,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
-    ctime_ns INTEGER NOT NULL DEFAULT 0,
     sha256 TEXT NOT NULL,
     dest_rel BLOB,
     manifest_rel TEXT NOT NULL,
@@ -76,7 +75,8 @@ CREATE TABLE IF NOT EXISTS files(
     duplicate_of TEXT,
     sidecar_rel BLOB,
     note TEXT,
-    updated_ns INTEGER NOT NULL
+    updated_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL DEFAULT 0  -- last: where ALTER TABLE puts it in older ledgers
 );
 CREATE UNIQUE INDEX IF NOT EXISTS files_dest ON files(dest_rel)
     WHERE dest_rel IS NOT NULL AND state != 'abandoned';

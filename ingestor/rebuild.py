@@ -95,17 +95,17 @@ def rebuild(s: Settings) -> RebuildReport:
     for d in (s.input, s.warehouse, s.manifests):
         if not d.is_dir():
             raise Refused(f"{d} is not a directory: nothing to rebuild from")
-    if (n := _ledger_records(s.state_path)) > 0:
-        raise Refused(
-            f"the ledger {s.state_path} holds {n} records: rebuild only replaces a lost one; "
-            "move it away first if it is wrong"
-        )
     held: list[binding.Binding] = []
     try:
         for role, d in (("input", s.input), ("warehouse", s.warehouse), ("manifests", s.manifests)):
             b = binding.Binding(d, role)
             b.acquire_alone()
             held.append(b)
+        if (n := _ledger_records(s.state_path)) > 0:
+            raise Refused(
+                f"the ledger {s.state_path} holds {n} records: rebuild only replaces a lost one; "
+                "move it away first if it is wrong"
+            )
         # the id of the ledger that wrote the manifests: the directories stay bound to it
         found = [b.marker["ledger_id"] for b in reversed(held) if b.marker]
         ledger_id = found[0] if found else str(uuid.uuid4())

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from ingestor.binding import NAME as BINDING_NAME
 from ingestor.fsops import OPEN_DIR, open_beneath
 
 CHUNK = 1024
@@ -78,7 +79,8 @@ def walk(
                         except OSError:
                             continue
                         if not is_dir:
-                            names.append(entry.name)
+                            if rel_dir or entry.name != BINDING_NAME:
+                                names.append(entry.name)
                         elif not entry.name.startswith("."):
                             try:
                                 stack.append((os.open(entry.name, OPEN_DIR, dir_fd=fd), prefix + entry.name))

@@ -45,7 +45,8 @@ def parse_json(res: subprocess.CompletedProcess[str]) -> dict[str, object]:
 
 
 def files_in(d: Path) -> list[Path]:
-    return sorted(p for p in d.rglob("*") if p.is_file())
+    """Files below ``d``, but the binding file the ingestor keeps at its top (``.ingestor-ledger``)."""
+    return sorted(p for p in d.rglob("*") if p.is_file() and p != d / ".ingestor-ledger")
 
 
 def test_rename_tmp(tmp_path: Path) -> None:

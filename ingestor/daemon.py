@@ -40,6 +40,7 @@ import ulid
 from ingestor import binding, logs, procs, rescan, scanhelpers, systemd
 from ingestor import ledger as ledger_mod
 from ingestor.errors import Fatal, IngestError, Refused, Retryable
+from ingestor.fsops import replaced
 from ingestor.metrics import Metrics
 from ingestor.progress import Progress
 from ingestor.ready import Readiness, wait_event
@@ -49,6 +50,7 @@ from ingestor.watch import InotifyWatcher, WatchdogWatcher
 from ingestor.worker import Outcome
 
 MAX_BATCH_BYTES = 64 << 20
+LANDING_POLL_SECONDS = 1.0  # how often a replaced landing dir's path is looked at
 SCAN_SIZE_KEY = "last_full_scan_files"  # in the ledger's meta table
 DEFER_SECONDS = 0.05
 
@@ -92,7 +94,10 @@ class Daemon:
         self.metrics = Metrics()
         self.stats = RunStats()
         self.stop_threads = threading.Event()  # tells long reads in worker threads to stop
-        self._stopping: asyncio.Event | None = None
+        self._stop_asked: asyncio.Event | None = None  # SIGTERM, SIGINT: the end of run()
+        self._stopping: asyncio.Event | None = None  # the end of this cycle (a stop, or landing replaced)
+        self._replaced: str | None = None  # why the landing path stopped naming the served dir
+        self._cycles = 0
         self._scan_request: asyncio.Event | None = None
         self._scan_targets: set[str] = set()
         self._retry: list[Record] = []
@@ -262,24 +267,101 @@ class Daemon:
             self._scan_request.set()
 
     def request_stop(self) -> None:
-        if self._stopping is None:
+        if self._stop_asked is None or self._stopping is None:
             return
-        if self._stopping.is_set():
+        if self._stop_asked.is_set():
             self.stop_threads.set()  # asked twice: stop long reads now
+        self._stop_asked.set()
         self._stopping.set()
 
     # ------------------------------------------------------------ main
 
     async def run(self) -> int:
+        """Serve until stopped; when the landing path stops naming the watched directory,
+        stop landing from it, wait for a directory at the path and serve that one."""
         loop = asyncio.get_running_loop()
+        self._stop_asked = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        server = None
+        try:
+            if not self.one_shot and self.s.metrics_port is not None:
+                server = self.metrics.serve(self.s.metrics_port)
+            while True:
+                self._new_cycle()
+                try:
+                    await loop.run_in_executor(None, self._open)
+                    code = await self._main(loop)
+                finally:
+                    await loop.run_in_executor(None, self._close)
+                if self._replaced is None or self._stop_asked.is_set():
+                    return code
+                if self.one_shot:
+                    return 1
+                if not await self._await_landing(loop):
+                    return code
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            if server is not None:
+                server.shutdown()
+
+    def _new_cycle(self) -> None:
+        """Fresh state for serving the landing dir (again): a new owner id, nothing in flight.
+
+        Records the previous cycle left unfinished belong to its owner, who is
+        gone once its ledger connection closed: recovery adopts them.
+        """
+        if self._cycles:
+            self.owner = str(ulid.ULID())
+            self.log = logs.get_logger(owner=self.owner)
+            self.stop_threads = threading.Event()
+        self._cycles += 1
+        self._replaced = None
         self._stopping = asyncio.Event()
         self._scan_request = asyncio.Event()
         self._retry_wake = asyncio.Event()
-        try:
-            await loop.run_in_executor(None, self._open)
-            return await self._main(loop)
-        finally:
-            await loop.run_in_executor(None, self._close)
+        self._scan_targets = set()
+        self._retry = []
+        self._retry_due = self._backoff = 0.0
+        self._retry_attempts = 0
+
+    async def _await_landing(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Until a directory is at the landing path (True) or a stop is asked (False).
+
+        The loop pings the systemd watchdog meanwhile: waiting is not hanging.
+        """
+        assert self._stop_asked is not None
+        systemd.notify(f"STATUS=waiting for a directory at {self.s.input}")
+        while not self._stop_asked.is_set():
+            if await loop.run_in_executor(None, os.path.isdir, self.s.input):
+                self.log.info("landing_dir_back", path=str(self.s.input))
+                return True
+            systemd.notify("WATCHDOG=1")
+            await wait_event(self._stop_asked, LANDING_POLL_SECONDS)
+        return False
+
+    def landing_replaced(self, cause: str) -> None:
+        """The landing path no longer names the directory being served (loop thread).
+
+        Nothing more is landed from it: its files are outside the landing dir
+        now (``mv L L.old``), or gone. The cycle ends like a stop (in-flight
+        batches finish), and ``run`` serves the directory at the path once
+        there is one.
+        """
+        if self._replaced is not None:
+            return
+        self._replaced = cause
+        self.metrics.error("landing_replaced")
+        self.log.error(
+            "landing_dir_replaced",
+            path=str(self.s.input),
+            cause=cause,
+            hint="nothing more is landed from the old directory; the directory at the path "
+            "is watched as soon as there is one",
+        )
+        if self._stopping is not None:
+            self._stopping.set()
 
     async def _main(self, loop: asyncio.AbstractEventLoop) -> int:
         assert self._stopping is not None
@@ -298,10 +380,7 @@ class Daemon:
         self.metrics.bind_gauges(
             lambda: len(r.ready), lambda: len(r.pending), lambda: len(r.busy), lambda: len(self._retry)
         )
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
         self.watcher: InotifyWatcher | WatchdogWatcher | None = None
-        server = None
         tasks: list[asyncio.Task[Any]] = []
         try:
             if not self.one_shot:
@@ -309,8 +388,6 @@ class Daemon:
             self._retry.extend(await loop.run_in_executor(None, self._recover))
             if not self.one_shot:
                 self.watcher = self._start_watcher(loop)
-                if s.metrics_port is not None:
-                    server = self.metrics.serve(s.metrics_port)
             for p in self.paths:
                 self._scan_targets.add(p)
             tasks.append(self._task(r.run(), "readiness"))
@@ -335,7 +412,8 @@ class Daemon:
                     metrics_port=s.metrics_port,
                 )
                 await self._stopping.wait()
-            systemd.notify("STOPPING=1")
+            if self._replaced is None:
+                systemd.notify("STOPPING=1")
             self.log.info("stopping", in_flight=len(r.busy), waiting=len(r.pending), ready=len(r.ready))
             await self._drain()
             if self.progress is not None:
@@ -344,10 +422,6 @@ class Daemon:
             if self.watcher is not None:
                 self.watcher.close()
             await _cancel_all(tasks)
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-            if server is not None:
-                server.shutdown()
             if self._prestarted is not None:  # stopped before the first scan took them
                 self._prestarted.close()
                 self._prestarted = None
@@ -434,6 +508,10 @@ class Daemon:
         self._scan_request.clear()
         targets, self._scan_targets = self._scan_targets, set()
         if not targets:
+            return
+        cause = await loop.run_in_executor(None, replaced, self.s.input, self.landing_fd)
+        if cause is not None:  # a scan would walk the old directory through its descriptor
+            self.landing_replaced(cause)
             return
         if "" in targets:
             targets = {""}
@@ -660,6 +738,8 @@ class Daemon:
             self._backoff = 0.0
         for cand in out.stopped:
             r.forget(cand.rel)
+        if out.landing_replaced is not None:
+            self.landing_replaced(out.landing_replaced)
 
     async def _retrier(self) -> None:
         """Redo the failed steps of planned records, after the back-off."""

@@ -96,6 +96,25 @@ def _open_walk(root_fd: int, rel: str, flags: int) -> int:
             os.close(fd)
 
 
+def replaced(path: Path | str, fd: int) -> str | None:
+    """Why ``path`` no longer names the directory open as ``fd`` (None: it still does).
+
+    A landing dir deleted or renamed away (``mv L L.old; mkdir L``) keeps
+    working through its descriptor: every file landed from it would come from
+    outside the landing dir, and be recorded under a path that never held it.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "the landing dir was deleted or renamed: nothing is at its path"
+    except OSError as exc:
+        return f"its path cannot be reached: {exc.strerror}"
+    mine = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
+        return "the landing dir was replaced: its path names another directory now"
+    return None
+
+
 def stat_at(dir_fd: int, name: str) -> os.stat_result | None:
     """lstat of ``name`` in ``dir_fd``; None when it does not exist."""
     try:

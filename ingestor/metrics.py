@@ -22,7 +22,7 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 # Error kinds exported from the start at 0, so that a dashboard or an alert
 # tells "no errors" from "no metric": bad input (refused files) and the
 # failure classes of ingestor.errors (``IngestError.kind``).
-ERROR_KINDS = ("bad_input", "retryable", "gone", "fatal", "vanished", "sidecar_orphan")
+ERROR_KINDS = ("bad_input", "retryable", "gone", "fatal", "vanished", "sidecar_orphan", "landing_replaced")
 # one label per kind: BadInput.kind is "badinput", the daemon also says "bad_input"
 _KIND_ALIASES = {"badinput": "bad_input"}
 

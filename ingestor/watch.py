@@ -12,6 +12,8 @@ Kernel facts handled here:
   ``IN_MOVED_TO``; a hard link or ``O_TMPFILE`` + ``linkat`` only ``IN_CREATE``.
 - ``IN_Q_OVERFLOW`` (wd -1): events were lost; the only correct answer is a
   full rescan. ``IN_IGNORED`` / ``IN_UNMOUNT``: that watch is dead.
+- ``IN_DELETE_SELF`` / ``IN_MOVE_SELF`` / ``IN_UNMOUNT`` on the landing dir
+  itself: its path no longer names it; the sink stops landing from it.
 - A directory moved inside the tree keeps its watch descriptors under stale
   paths: the scan of its new place re-adds each watch, which returns the same
   descriptor and so re-maps it.
@@ -35,7 +37,15 @@ FILE_EVENTS = flags.CLOSE_WRITE | flags.MOVED_TO | flags.CREATE
 DIR_MASK = (
     FILE_EVENTS | flags.DELETE_SELF | flags.MOVE_SELF | flags.ONLYDIR | flags.DONT_FOLLOW | flags.EXCL_UNLINK
 )
+PARENT_MASK = flags.DELETE | flags.MOVED_FROM | flags.ONLYDIR | flags.DONT_FOLLOW
 READ_SIZE = 1 << 18
+# the landing dir itself: moved away, deleted, unmounted (its watch is then dead: IGNORED)
+_ROOT_GONE = flags.DELETE_SELF | flags.MOVE_SELF | flags.UNMOUNT
+_ROOT_GONE_CAUSE = {
+    flags.DELETE_SELF: "the landing dir was deleted",
+    flags.MOVE_SELF: "the landing dir was renamed: its files are outside the landing path now",
+    flags.UNMOUNT: "the filesystem of the landing dir was unmounted",
+}
 
 
 class Sink(Protocol):
@@ -44,6 +54,7 @@ class Sink(Protocol):
     def hint(self, rel: str) -> None: ...
     def new_dir(self, rel: str) -> None: ...
     def overflow(self) -> None: ...
+    def landing_replaced(self, cause: str) -> None: ...
 
 
 class InotifyWatcher:
@@ -58,10 +69,17 @@ class InotifyWatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.events = 0
         self.overflows = 0
+        self._parent_wd = -2  # the watch of the landing dir's parent (its name only)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.inotify = INotify(nonblocking=True)
         self._loop = loop
+        # The landing dir's own IN_DELETE_SELF never comes while the daemon holds it open
+        # (its descriptor keeps the inode): its parent says when its name goes away.
+        try:
+            self._parent_wd = self.inotify.add_watch(self.landing.parent, PARENT_MASK)
+        except OSError as exc:  # the scan's check of the landing dir's identity still covers it
+            self.log.warning("watch_failed", path=str(self.landing.parent), error=exc.strerror)
         loop.add_reader(self.inotify.fileno(), self._readable)
 
     def close(self) -> None:
@@ -103,15 +121,20 @@ class InotifyWatcher:
                 self.log.warning("inotify_overflow", hint="events were lost; rescanning everything")
                 self.sink.overflow()
                 continue
+            if ev.wd == self._parent_wd:
+                if ev.name == self.landing.name and mask & flags.ISDIR and mask & PARENT_MASK:
+                    self.sink.landing_replaced(
+                        "the landing dir was renamed away" if mask & flags.MOVED_FROM else "the landing dir was deleted"
+                    )
+                continue
             with self._lock:
                 rel_dir = self._dirs.get(ev.wd)
                 if mask & (flags.IGNORED | flags.UNMOUNT):
                     self._dirs.pop(ev.wd, None)
-            if rel_dir is None or mask & (flags.IGNORED | flags.UNMOUNT | flags.MOVE_SELF):
+            if rel_dir == "" and mask & _ROOT_GONE:
+                self.sink.landing_replaced(_ROOT_GONE_CAUSE.get(mask & _ROOT_GONE, "the landing dir is gone"))
                 continue
-            if mask & flags.DELETE_SELF:
-                if rel_dir == "":
-                    self.log.error("landing_dir_gone", path=str(self.landing))
+            if rel_dir is None or mask & (_ROOT_GONE | flags.IGNORED):
                 continue
             rel = f"{rel_dir}/{ev.name}" if rel_dir else ev.name
             if mask & flags.ISDIR:

@@ -34,7 +34,7 @@ from typing import Any
 from ingestor import faults, logs
 from ingestor.digest import digest
 from ingestor.errors import BadInput, Gone, IngestError, Retryable, Stopping, from_oserror
-from ingestor.fsops import TempDir
+from ingestor.fsops import TempDir, replaced
 from ingestor.layout import render
 from ingestor.ledger import Ledger, MovedUpdate
 from ingestor.manifest import LATE_APPEND_SECONDS, ManifestRecord, ManifestWriter, hour_end_ns
@@ -60,6 +60,7 @@ class Outcome:
     stopped: list[Candidate] = field(default_factory=list)  # not started: shutting down
     dry_run: list[Hashed] = field(default_factory=list)
     abandoned: set[str] = field(default_factory=set)  # record ids made final as abandoned
+    landing_replaced: str | None = None  # why nothing of the batch was started (fsops.replaced)
 
 
 class Worker:
@@ -98,6 +99,12 @@ class Worker:
 
     def land(self, batch: list[Candidate]) -> Outcome:
         out = Outcome()
+        # one stat a batch: files judged through the path must be read through a descriptor
+        # of the directory that is at the path
+        out.landing_replaced = replaced(self.landing, self.landing_fd)
+        if out.landing_replaced is not None:
+            out.stopped.extend(batch)
+            return out
         hashed: list[Hashed] = []
         for i, cand in enumerate(batch):
             if self.stop.is_set():

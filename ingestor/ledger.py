@@ -92,7 +92,7 @@ CREATE TABLE IF NOT EXISTS content(key BLOB PRIMARY KEY, id TEXT NOT NULL) WITHO
 
 _COLUMNS = (
     "id, state, status, action, source_rel, device, inode, size, mtime_ns, sha256, dest_rel, "
-    "manifest_rel, manifest_floor, ingested_ns, duplicate_of, sidecar_rel"
+    "manifest_rel, manifest_floor, ingested_ns, duplicate_of, sidecar_rel, ctime_ns"
 )
 
 
@@ -119,7 +119,7 @@ def _record(row: Sequence[Any]) -> Record:
         status=Status(row[2]),
         action=Action(row[3]),
         source_rel=os.fsdecode(row[4]),
-        identity=Identity(row[5], row[6], row[7], row[8]),
+        identity=Identity(row[5], row[6], row[7], row[8], row[16]),
         sha256=row[9],
         dest_rel=_s(row[10]),
         manifest_rel=row[11],
@@ -465,7 +465,7 @@ class Ledger:
     def live_identities(self, idents: Sequence[Identity]) -> set[Identity]:
         """Which identities are in flight (any owner) or kept as duplicates."""
         keys = self.live_keys([(i.device, i.inode, i.size, i.mtime_ns) for i in idents])
-        return {Identity(*k) for k in keys}
+        return {i for i in idents if (i.device, i.inode, i.size, i.mtime_ns) in keys}
 
     def live_keys(self, keys: Sequence[tuple[int, int, int, int]]) -> set[tuple[int, int, int, int]]:
         """``live_identities`` on plain (device, inode, size, mtime_ns) tuples."""
@@ -515,8 +515,9 @@ class Ledger:
                 if u.changed is not None:
                     ident, sha = u.changed
                     conn.execute(
-                        "UPDATE files SET size=?, mtime_ns=?, sha256=?, note='changed during landing' WHERE id=?",
-                        (ident.size, ident.mtime_ns, sha, u.id),
+                        "UPDATE files SET size=?, mtime_ns=?, ctime_ns=?, sha256=?, note='changed during landing' "
+                        "WHERE id=?",
+                        (ident.size, ident.mtime_ns, ident.ctime_ns, sha, u.id),
                     )
                     # what landed is the new content: claim it, free the content that never landed
                     (source_rel,) = conn.execute(

@@ -209,6 +209,10 @@ class Mover:
                 return MoveResult(rec, Moved.COLLISION)
             if src_ok and src_st is not None:
                 batch.unlinks.append((src_dir, src_name, rec.identity))
+            elif src_st is not None and (src_st.st_dev, src_st.st_ino) == (dst_st.st_dev, dst_st.st_ino):
+                # the link+unlink window: both names are the placed inode (whose ctime the
+                # link changed); the source name goes, if it still is that inode
+                batch.unlinks.append((src_dir, src_name, Identity.of(src_st)))
             if sidecar:
                 batch.unlinks.append((*sidecar, None))
             return MoveResult(rec, Moved.ALREADY)

@@ -113,7 +113,7 @@ def plan_one(
                 (
                     rec_id, State.HASHED, status, action, owner, os.fsencode(rel), ident.device, ident.inode,
                     ident.size, ident.mtime_ns, h.sha256, _b(dest), manifest_rel, manifest_floor, now, duplicate_of,
-                    _b(sidecar), now,
+                    _b(sidecar), now, ident.ctime_ns,
                 ),
             )  # fmt: skip
             break
@@ -180,7 +180,7 @@ def plan_batch(
             (
                 rec_id, State.HASHED, Status.INGESTED, Action.LANDED, owner, os.fsencode(rel), ident.device,
                 ident.inode, ident.size, ident.mtime_ns, h.sha256, os.fsencode(dest), manifest_rel,
-                manifest_floor, now, None, _b(sidecar), now,
+                manifest_floor, now, None, _b(sidecar), now, ident.ctime_ns,
             )
         )  # fmt: skip
         bulk.append(i)
@@ -255,8 +255,8 @@ _DUPLICATE_ACTION = {
 }
 _INSERT_FILE = (
     "INSERT INTO files(id, state, status, action, owner, source_rel, device, inode, size, mtime_ns, "
-    "sha256, dest_rel, manifest_rel, manifest_floor, ingested_ns, duplicate_of, sidecar_rel, updated_ns) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "sha256, dest_rel, manifest_rel, manifest_floor, ingested_ns, duplicate_of, sidecar_rel, updated_ns, ctime_ns) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 

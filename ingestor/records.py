@@ -46,16 +46,24 @@ class Action(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """A file in flight: never the inode alone, inodes are reused at once."""
+    """A file in flight: never the inode alone, inodes are reused at once.
+
+    ``ctime_ns`` catches what size and mtime miss: a write that keeps the size
+    and puts the mtime back (``dd conv=notrunc`` then ``touch -r``); no call
+    sets the ctime. Our own rename and link change it too, so it is compared
+    only while the file is still where it was found. 0: not known (a record
+    of an older ledger), not compared.
+    """
 
     device: int
     inode: int
     size: int
     mtime_ns: int
+    ctime_ns: int = 0
 
     @classmethod
     def of(cls, st: os.stat_result) -> Identity:
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def matches(self, st: os.stat_result | None) -> bool:
         return (
@@ -65,6 +73,7 @@ class Identity:
             and st.st_ino == self.inode
             and st.st_size == self.size
             and st.st_mtime_ns == self.mtime_ns
+            and (self.ctime_ns == 0 or st.st_ctime_ns == self.ctime_ns)
         )
 
 

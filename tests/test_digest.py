@@ -390,3 +390,33 @@ def test_large_copy_is_pipelined_and_exact(
     assert len(data) >= digest_mod.PIPELINE_ABOVE
     assert sha == _h.sha256(data).hexdigest()
     assert dst.read_bytes() == data
+
+
+class _RewriteOnFirstCheck(threading.Event):
+    """The stop event a hash asks after every chunk: rewrites the file's second half the
+    first time, keeping size and mtime (``dd conv=notrunc`` then ``touch -r``)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.done = False
+
+    def is_set(self) -> bool:
+        if not self.done:
+            self.done = True
+            st = self.path.stat()
+            with open(self.path, "r+b") as fh:
+                fh.seek(st.st_size // 2)
+                fh.write(b"X" * (st.st_size - st.st_size // 2))
+            os.utime(self.path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return False
+
+
+def test_a_rewrite_during_the_hash_that_keeps_size_and_mtime_is_caught(site: Site) -> None:
+    """Before: size and mtime matched before and after the read, and the hash of half the old
+    and half the new content was recorded. The ctime tells."""
+    path = site.put("big.dat", b"a" * (3 << 20))  # read in 1 MiB chunks: the rewrite falls between two
+    site.stop = _RewriteOnFirstCheck(path)
+    with pytest.raises(Gone, match="changed while being hashed"):
+        site.digest("big.dat")
+    assert site.stop.done

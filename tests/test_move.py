@@ -401,14 +401,21 @@ def test_changed_before_the_move(any_site: Site, how: str) -> None:
     assert any_site.warehouse_files() == [] and any_site.temps() == []
 
 
+def rewrite_keeping_size_and_mtime(path: Path, data: bytes) -> None:
+    """``dd conv=notrunc`` then ``touch -r``: only the ctime tells."""
+    st = path.stat()
+    with open(path, "r+b") as fh:
+        fh.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 def test_copy_verifies_the_content_not_only_the_identity(cross_fs: Site) -> None:
-    """Same size, same mtime, other bytes: the identity matches, the SHA-256 does not."""
+    """Same size, same mtime, other bytes, and a record of an older ledger (no ctime):
+    the identity matches, the SHA-256 does not."""
     src = cross_fs.put("f.csv", b"original")
     rec = cross_fs.plan("f.csv")
-    st = src.stat()
-    with open(src, "r+b") as fh:
-        fh.write(b"ORIGINAL")
-    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    rec = replace(rec, identity=replace(rec.identity, ctime_ns=0))
+    rewrite_keeping_size_and_mtime(src, b"ORIGINAL")
     assert rec.identity.matches(os.lstat(src))
     assert cross_fs.one(rec).outcome is Moved.CHANGED
     assert src.read_bytes() == b"ORIGINAL"
@@ -688,3 +695,19 @@ def test_a_source_lost_during_its_copy_fails_that_record_only(
     monkeypatch.setattr(cross_fs.mover, "_copy", copy)
     results = {r.record.id: r.outcome for r in cross_fs.move(good, lost)}
     assert results == {good.id: Moved.MOVED, lost.id: outcome}
+
+
+@pytest.mark.parametrize("layout", ["same_fs", "cross_fs"])
+def test_a_change_that_keeps_size_and_mtime_is_caught_before_the_move(
+    site: Site, cross_fs: Site, layout: str
+) -> None:
+    """Before: the identity (size, mtime) matched, the file moved, and the manifest recorded
+    the hash of content the warehouse file did not hold. Now the ctime tells."""
+    where = site if layout == "same_fs" else cross_fs
+    src = where.put("f.csv", b"original")
+    rec = where.plan_digested("f.csv")
+    rewrite_keeping_size_and_mtime(src, b"ORIGINAL")
+    assert not rec.identity.matches(os.lstat(src))
+    assert where.one(rec).outcome is Moved.CHANGED
+    assert src.read_bytes() == b"ORIGINAL"  # stays, and is judged again as the file it is now
+    assert where.warehouse_files() == [] and where.temps() == []

@@ -255,10 +255,19 @@ class Daemon:
         self.metrics.events.inc()
         self.readiness.hint(rel)
 
+    def written(self, rel: str) -> None:
+        self.metrics.events.inc()
+        self.readiness.written(rel)
+
+    def closed(self, rel: str) -> None:
+        self.metrics.events.inc()
+        self.readiness.closed(rel)
+
     def new_dir(self, rel: str) -> None:
         self.request_scan(rel)
 
     def overflow(self) -> None:
+        self.readiness.events_lost()
         self.request_scan("")
 
     def request_scan(self, rel: str) -> None:
@@ -527,6 +536,9 @@ class Daemon:
         self.metrics.scans.inc()
         if "" in targets:
             await loop.run_in_executor(None, self._after_full_scan, seen)
+            if self.readiness.writing:  # files moved away or deleted while open: no close event comes
+                gone = await loop.run_in_executor(None, self.readiness.missing, list(self.readiness.writing))
+                self.readiness.writing.difference_update(gone)
             if self._refused is not None:
                 self.request_stop()
             self.log.info(

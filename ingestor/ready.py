@@ -8,7 +8,9 @@ observations (a path with its ``lstat``, from the reconciliation scan).
 Events are hints, the filesystem is the truth: a path is judged by ``lstat``.
 
 Stability mode (default): a file is complete when its size and mtime have not
-changed for the window. Every write moves the mtime, so "mtime older than the
+changed for the window, and, where inotify sees the writes, its writer has
+closed it: a file written to (``IN_MODIFY``) is not complete until an
+``IN_CLOSE_WRITE`` after its last write, however long the writer pauses. Every write moves the mtime, so "mtime older than the
 window" *is* "no write event for the window" — without subscribing to one
 IN_MODIFY per write. Where mtimes come from another clock (NFS, a clock step),
 the rule falls back to observations: size and mtime unchanged across two
@@ -109,6 +111,8 @@ class Readiness:
         # (rejected input, dry-run reports)
         self.settled: dict[str, tuple[int, int, int, int]] = {}
         self.orphans: set[str] = set()  # sidecars reported without data
+        # written to through inotify's eyes (IN_MODIFY) and not closed since: never ready
+        self.writing: set[str] = set()
         self.not_ready: list[str] = []  # one-shot mode: files left because still changing
         # one-shot progress: distinct paths judged complete so far (one-shot runs are bounded)
         self.judged_ready: set[str] = set()
@@ -170,6 +174,21 @@ class Readiness:
         verdict, delay = self._judge_stability(target, p, st, now)
         self._apply(target, p, verdict, delay, st.st_size)
 
+    def written(self, rel: str) -> None:
+        """An event said ``rel`` was written to: not complete before the writer closes it."""
+        self.writing.add(rel)
+        if rel in self.ready:  # judged complete a moment ago: judge it again
+            self.hint(rel)
+
+    def closed(self, rel: str) -> None:
+        """An event said the writer of ``rel`` closed it (or a file was renamed to ``rel``)."""
+        self.writing.discard(rel)
+        self.hint(rel)
+
+    def events_lost(self) -> None:
+        """The event queue overflowed: which writers closed is not known, the stability rule decides."""
+        self.writing.clear()
+
     def forget(self, rel: str) -> None:
         self.pending.pop(rel, None)
         self.ready.pop(rel, None)
@@ -215,6 +234,9 @@ class Readiness:
     # ------------------------------------------------------------ judging
 
     def _judge_stability(self, rel: str, p: Pending, st: os.stat_result, now: float) -> tuple[Verdict, float]:
+        if rel in self.writing:  # its IN_CLOSE_WRITE brings it back (a hint), then a window
+            p.size, p.mtime_ns, p.observed_at = st.st_size, st.st_mtime_ns, now
+            return Verdict.REARM, self.window
         if p.size >= 0 and (p.size, p.mtime_ns) != (st.st_size, st.st_mtime_ns):
             p.size, p.mtime_ns, p.observed_at = st.st_size, st.st_mtime_ns, now
             return Verdict.REARM, self.window
@@ -227,6 +249,11 @@ class Readiness:
             p.size, p.mtime_ns, p.observed_at = st.st_size, st.st_mtime_ns, now
         remaining = (self.window_ns - age_ns) / 1e9 if age_ns >= 0 else self.window
         return Verdict.REARM, min(max(remaining, 0.001), self.window)
+
+    def missing(self, rels: list[str]) -> list[str]:
+        """Runs in a thread (reads no state): which of ``rels`` are not there any more."""
+        prefix = f"{self.landing}/"
+        return [rel for rel in rels if _lstat(prefix + rel) is None]
 
     def _stat_many(self, rels: list[str]) -> list[tuple[os.stat_result | None, os.stat_result | None]]:
         """Runs in a thread: lstat each due path, and its sidecar in sidecar mode."""
@@ -247,13 +274,14 @@ class Readiness:
             return Verdict.DROP, 0.0, None
         if st is None:
             self.settled.pop(rel, None)  # gone: nothing to remember about it
+            self.writing.discard(rel)
         if self.mode is Mode.SIDECAR:
             if sc is None or not stat_mod.S_ISREG(sc.st_mode):
                 self.orphans.discard(rel + self.sidecar_suffix)
                 return Verdict.DROP, 0.0, None
             if st is None:
                 return self._orphan(rel, p)
-            if st.st_mtime_ns <= sc.st_mtime_ns:
+            if st.st_mtime_ns <= sc.st_mtime_ns and rel not in self.writing:
                 return Verdict.READY, 0.0, rel + self.sidecar_suffix
         if st is None:
             return Verdict.DROP, 0.0, None

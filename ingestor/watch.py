@@ -8,7 +8,9 @@ created in it before its watch existed produce no event at all.
 
 Kernel facts handled here:
 - ``IN_CLOSE_WRITE`` does not mean complete (a killed writer closes too), so it
-  is only a hint; readiness decides. A file moved in gives only
+  is only a hint; readiness decides. But a file that got ``IN_MODIFY`` is not
+  complete *until* an ``IN_CLOSE_WRITE`` (or ``IN_MOVED_TO`` of its name): a
+  writer that pauses longer than the stability window still holds it open. A file moved in gives only
   ``IN_MOVED_TO``; a hard link or ``O_TMPFILE`` + ``linkat`` only ``IN_CREATE``.
 - ``IN_Q_OVERFLOW`` (wd -1): events were lost; the only correct answer is a
   full rescan. ``IN_IGNORED`` / ``IN_UNMOUNT``: that watch is dead.
@@ -33,7 +35,8 @@ from typing import Any, Protocol
 
 from inotify_simple import INotify, flags, parse_events
 
-FILE_EVENTS = flags.CLOSE_WRITE | flags.MOVED_TO | flags.CREATE
+# IN_MODIFY: a file written to is not complete until its IN_CLOSE_WRITE (readiness.written)
+FILE_EVENTS = flags.CLOSE_WRITE | flags.MOVED_TO | flags.CREATE | flags.MODIFY
 DIR_MASK = (
     FILE_EVENTS | flags.DELETE_SELF | flags.MOVE_SELF | flags.ONLYDIR | flags.DONT_FOLLOW | flags.EXCL_UNLINK
 )
@@ -55,6 +58,8 @@ class Sink(Protocol):
     def new_dir(self, rel: str) -> None: ...
     def overflow(self) -> None: ...
     def landing_replaced(self, cause: str) -> None: ...
+    def written(self, rel: str) -> None: ...
+    def closed(self, rel: str) -> None: ...
 
 
 class InotifyWatcher:
@@ -142,7 +147,12 @@ class InotifyWatcher:
                     self.add_dir(rel)
                     self.sink.new_dir(rel)
                 continue
-            self.sink.hint(rel)
+            if mask & flags.MODIFY:
+                self.sink.written(rel)
+            elif mask & (flags.CLOSE_WRITE | flags.MOVED_TO):
+                self.sink.closed(rel)
+            else:
+                self.sink.hint(rel)
 
 
 class WatchdogWatcher:

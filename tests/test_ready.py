@@ -186,3 +186,46 @@ def test_memory_of_rejected_paths_and_orphans_goes_with_them(tmp_path: Path) -> 
         await until(lambda: not r.settled and not r.orphans and not r.pending, 10)
 
     run(body, lambda: readiness(tmp_path, mode=Mode.SIDECAR))
+
+
+def test_a_file_written_to_is_ready_only_after_its_close(tmp_path: Path) -> None:
+    """IN_MODIFY without IN_CLOSE_WRITE: the writer still holds the file, however old its mtime."""
+    put(tmp_path, "open.csv")  # an old mtime: stable by the clock alone
+
+    async def body(r: Readiness) -> None:
+        r.written("open.csv")
+        r.observe("open.csv", os.lstat(tmp_path / "open.csv"))
+        await until(lambda: r.pending["open.csv"].waits >= 2)  # judged, and judged again: waiting
+        assert "open.csv" not in r.ready
+        r.closed("open.csv")
+        await until(lambda: "open.csv" in r.ready)
+        assert r.writing == set()
+
+    run(body, lambda: readiness(tmp_path))
+
+
+def test_a_write_after_the_judgement_takes_the_file_back(tmp_path: Path) -> None:
+    put(tmp_path, "f.csv")
+
+    async def body(r: Readiness) -> None:
+        r.observe("f.csv", os.lstat(tmp_path / "f.csv"))
+        await until(lambda: "f.csv" in r.ready)
+        r.written("f.csv")
+        assert "f.csv" not in r.ready and "f.csv" in r.pending
+        r.events_lost()  # an overflow: who closed what is unknown, the stability rule decides
+        await until(lambda: "f.csv" in r.ready)
+
+    run(body, lambda: readiness(tmp_path))
+
+
+def test_a_written_file_that_disappears_is_forgotten(tmp_path: Path) -> None:
+    p = put(tmp_path, "gone.csv")
+
+    async def body(r: Readiness) -> None:
+        r.written("gone.csv")
+        p.unlink()
+        r.hint("gone.csv")
+        await until(lambda: "gone.csv" not in r.pending)
+        assert r.writing == set() and r.missing(["gone.csv", "x"]) == ["gone.csv", "x"]
+
+    run(body, lambda: readiness(tmp_path))

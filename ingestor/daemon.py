@@ -43,7 +43,7 @@ from ingestor.errors import Fatal, IngestError, Refused, Retryable
 from ingestor.fsops import replaced
 from ingestor.metrics import Metrics
 from ingestor.progress import Progress
-from ingestor.ready import Readiness, wait_event
+from ingestor.ready import TOO_LONG, Readiness, wait_event
 from ingestor.records import Candidate, Record
 from ingestor.settings import Settings, WatcherKind
 from ingestor.watch import InotifyWatcher, WatchdogWatcher
@@ -444,7 +444,7 @@ class Daemon:
         )
         if self._refused is not None:
             raise self._refused
-        if self._crashed or (self.one_shot and (self._retry or self.stats.failed)):
+        if self._crashed or (self.one_shot and (self._retry or self.stats.failed or r.failed)):
             return 1
         return 0
 
@@ -554,6 +554,9 @@ class Daemon:
         def emit(chunk: list[rescan.Observation]) -> None:
             loop.call_soon_threadsafe(self._observe, chunk)
 
+        def too_long(rel: str, st: os.stat_result) -> None:
+            loop.call_soon_threadsafe(self.readiness.reject, rel, st, TOO_LONG)
+
         return rescan.scan(
             self.landing_fd,
             target,
@@ -562,6 +565,8 @@ class Daemon:
             ignored=lambda rel: self.readiness.target(rel) is None,
             on_dir=self.watcher.add_dir if self.watcher is not None else None,
             stop=self.stop_threads,
+            room=self.readiness.room,
+            on_too_long=too_long,
             helpers=self._scan_helpers if self.scan_workers else None,
             # the first full scan may follow a reboot (cold caches) and an outage;
             # later ones are as large as the last full one was

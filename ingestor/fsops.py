@@ -32,6 +32,8 @@ _RESOLVE_NO_SYMLINKS = 0x04
 _RESOLVE_BENEATH = 0x08
 _RENAME_NOREPLACE = 1
 
+PATH_MAX = 4096  # bytes of a path the kernel takes whole, its NUL included (Linux)
+
 OPEN_DATA = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -94,6 +96,16 @@ def _open_walk(root_fd: int, rel: str, flags: int) -> int:
     finally:
         if fd != root_fd:
             os.close(fd)
+
+
+def rel_room(root: Path | str) -> int:
+    """The longest path below ``root`` (bytes) whose absolute path the kernel still takes."""
+    return PATH_MAX - 1 - len(os.fsencode(root)) - 1
+
+
+def longer_than(rel: str, room: int) -> bool:
+    """Is ``rel`` longer than ``room`` bytes? Encodes only names that may be (4 bytes a character at most)."""
+    return 4 * len(rel) > room and len(os.fsencode(rel)) > room
 
 
 def replaced(path: Path | str, fd: int) -> str | None:

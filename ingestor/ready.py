@@ -42,6 +42,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from ingestor.fsops import PATH_MAX, longer_than, rel_room
 from ingestor.records import Candidate
 from ingestor.settings import Mode
 
@@ -111,6 +112,8 @@ class Readiness:
         # (rejected input, dry-run reports)
         self.settled: dict[str, tuple[int, int, int, int]] = {}
         self.orphans: set[str] = set()  # sidecars reported without data
+        self.room = rel_room(landing)  # bytes of a path below the landing dir the kernel takes
+        self.failed = 0  # files rejected here that one-shot mode reports as not landed
         # written to through inotify's eyes (IN_MODIFY) and not closed since: never ready
         self.writing: set[str] = set()
         self.not_ready: list[str] = []  # one-shot mode: files left because still changing
@@ -148,6 +151,9 @@ class Readiness:
         target = self.target(rel)
         if target is None:
             return
+        if longer_than(target, self.room):
+            self.reject(target, None, TOO_LONG)
+            return
         # a settled path is judged again, but reported again only if its key changed
         now = self.clock()
         delay = 0.0 if self.mode is Mode.SIDECAR else self.window
@@ -173,6 +179,18 @@ class Readiness:
         self.pending[target] = p
         verdict, delay = self._judge_stability(target, p, st, now)
         self._apply(target, p, verdict, delay, st.st_size)
+
+    def reject(self, rel: str, st: os.stat_result | None, cause: str) -> None:
+        """``rel`` can never be landed (too long a path, unreachable): reported once, never judged.
+
+        Reported again only if it changes; in one-shot mode it counts as a
+        file that could not be landed.
+        """
+        if self.settle(rel, settle_key(st) if st is not None else (-1, -1, -1, -1)):
+            self.log.warning("file_rejected", path=str(self.landing / rel), cause=cause)
+            self.count_problem("bad_input")
+            self.failed += 1
+        self.pending.pop(rel, None)
 
     def written(self, rel: str) -> None:
         """An event said ``rel`` was written to: not complete before the writer closes it."""
@@ -255,18 +273,23 @@ class Readiness:
         prefix = f"{self.landing}/"
         return [rel for rel in rels if _lstat(prefix + rel) is None]
 
-    def _stat_many(self, rels: list[str]) -> list[tuple[os.stat_result | None, os.stat_result | None]]:
+    def _stat_many(self, rels: list[str]) -> list[tuple[_Stat, _Stat]]:
         """Runs in a thread: lstat each due path, and its sidecar in sidecar mode."""
         prefix = f"{self.landing}/"  # plain strings: a pathlib join costs more than the lstat
         if self.mode is not Mode.SIDECAR:
-            return [(_lstat(prefix + rel), None) for rel in rels]
+            return [(_lstat_or_error(prefix + rel), None) for rel in rels]
         suffix = self.sidecar_suffix
-        return [(_lstat(prefix + rel), _lstat(prefix + rel + suffix)) for rel in rels]
+        return [(_lstat_or_error(prefix + rel), _lstat_or_error(prefix + rel + suffix)) for rel in rels]
 
     def _judge(
-        self, rel: str, p: Pending, st: os.stat_result | None, sc: os.stat_result | None, now: float
+        self, rel: str, p: Pending, st: _Stat, sc: _Stat, now: float
     ) -> tuple[Verdict, float, str | None]:
         """(verdict, re-arm delay, sidecar rel path) for one due path."""
+        if isinstance(st, OSError):
+            self.reject(rel, None, f"cannot be reached: {st.strerror}")
+            return Verdict.DROP, 0.0, None
+        if isinstance(sc, OSError):
+            sc = None
         if st is not None and not stat_mod.S_ISREG(st.st_mode):
             if self.settle(rel, settle_key(st)):
                 self.log.warning("file_rejected", path=str(self.landing / rel), cause=_kind(st.st_mode))
@@ -342,7 +365,8 @@ class Readiness:
                         continue
                     verdict, delay, sidecar = self._judge(rel, p, st, sc, now)
                     if rel in self.pending:
-                        self._apply(rel, p, verdict, delay, st.st_size if st else 0, sidecar)
+                        size = st.st_size if isinstance(st, os.stat_result) else 0
+                        self._apply(rel, p, verdict, delay, size, sidecar)
                 self.progress.set()
                 continue
             timeout = self._heap[0][0] - now if self._heap else None
@@ -410,8 +434,24 @@ def settle_key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+_Stat = os.stat_result | OSError | None
+
+
 def _lstat(path: str) -> os.stat_result | None:
     try:
         return os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
+
+
+def _lstat_or_error(path: str) -> _Stat:
+    """``_lstat``, with any other error (a directory not searchable) as its value: bad input, not a crash."""
+    try:
+        return os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        return exc
+
+
+TOO_LONG = f"its path is longer than {PATH_MAX} bytes: nothing there can ever be landed"

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ingestor.binding import NAME as BINDING_NAME
-from ingestor.fsops import OPEN_DIR, open_beneath
+from ingestor.fsops import OPEN_DIR, PATH_MAX, longer_than, open_beneath
 
 CHUNK = 1024
 HELPERS_ABOVE = 50_000  # names in one scan before helper processes are started
@@ -47,18 +47,23 @@ def walk(
     *,
     on_dir: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
+    room: int = PATH_MAX,
+    on_too_long: Callable[[str, os.stat_result], None] | None = None,
 ) -> Iterator[tuple[str, list[str]]]:
     """The non-directory names below ``start``, as (rel_dir, names), at most ``CHUNK`` names each.
 
     Only the directory entries are read (their type comes with them on every
-    local filesystem); the names are ``lstat``-ed by ``check``.
+    local filesystem); the names are ``lstat``-ed by ``check``. An entry whose
+    path below the landing dir is longer than ``room`` bytes (its absolute path
+    would not fit in ``PATH_MAX``) goes to ``on_too_long`` with its ``lstat``,
+    once per walk, and is neither listed nor entered: nothing could land it.
     """
     try:
         top = open_beneath(landing_fd, start, OPEN_DIR) if start else os.dup(landing_fd)
     except (FileNotFoundError, NotADirectoryError):
         return
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.EXDEV):  # a symlink: never followed
+        if exc.errno in (errno.ELOOP, errno.EXDEV, errno.ENAMETOOLONG):  # a symlink; or too long: reported by the full scan
             return
         raise
     stack: list[tuple[int, str]] = [(top, start)]
@@ -76,6 +81,10 @@ def walk(
                     for entry in it:
                         try:
                             is_dir = entry.is_dir(follow_symlinks=False)
+                            if longer_than(prefix + entry.name, room):
+                                if on_too_long is not None and not entry.name.startswith("."):
+                                    on_too_long(prefix + entry.name, entry.stat(follow_symlinks=False))
+                                continue
                         except OSError:
                             continue
                         if not is_dir:
@@ -152,6 +161,8 @@ def scan(
     stop: threading.Event | None = None,
     helpers: Callable[[], Helpers] | None = None,
     helpers_above: int = HELPERS_ABOVE,
+    room: int = PATH_MAX,
+    on_too_long: Callable[[str, os.stat_result], None] | None = None,
 ) -> int:
     """Walk below ``start`` and ``emit`` what the ledger does not know; returns files seen.
 
@@ -175,7 +186,7 @@ def scan(
 
     def produce() -> None:
         try:
-            for item in walk(landing_fd, start, on_dir=on_dir, stop=halt):
+            for item in walk(landing_fd, start, on_dir=on_dir, stop=halt, room=room, on_too_long=on_too_long):
                 todo.put(item)
                 if stop is not None and stop.is_set():
                     return

@@ -70,6 +70,7 @@ class InotifyWatcher:
         self.inotify: INotify | None = None
         # wd → relative dir; mutated from the loop and from scan threads (add_dir)
         self._dirs: dict[int, str] = {}
+        self._failed: set[str] = set()  # dirs whose watch failed (reported once)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.events = 0
@@ -102,11 +103,17 @@ class InotifyWatcher:
         try:
             wd = self.inotify.add_watch(path, DIR_MASK)
         except OSError as exc:
-            # gone, replaced by a symlink, or out of watches: the scan still covers it
-            self.log.warning("watch_failed", path=str(path), error=exc.strerror)
+            # gone, replaced by a symlink, or out of watches: the scan still covers it;
+            # said once per directory, not at every scan
+            with self._lock:
+                first = rel not in self._failed
+                self._failed.add(rel)
+            if first:
+                self.log.warning("watch_failed", path=str(path), error=exc.strerror, hint="the scan covers it")
             return
         with self._lock:
             self._dirs[wd] = rel
+            self._failed.discard(rel)
 
     @property
     def watched(self) -> int:

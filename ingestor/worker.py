@@ -34,13 +34,13 @@ from typing import Any
 from ingestor import faults, logs
 from ingestor.digest import digest
 from ingestor.errors import BadInput, Gone, IngestError, Retryable, Stopping, from_oserror
-from ingestor.fsops import TempDir, replaced
-from ingestor.layout import render
+from ingestor.fsops import PATH_MAX, TempDir, longer_than, rel_room, replaced
+from ingestor.layout import render, with_suffix
 from ingestor.ledger import Ledger, MovedUpdate
 from ingestor.manifest import LATE_APPEND_SECONDS, ManifestRecord, ManifestWriter, hour_end_ns
 from ingestor.move import Moved, Mover
-from ingestor.plan import Defer, PlanPolicy, Skip
-from ingestor.ready import settle_key
+from ingestor.plan import DUPLICATES_DIR, Defer, PlanPolicy, Skip
+from ingestor.ready import TOO_LONG, settle_key
 from ingestor.records import Candidate, Hashed, Identity, Record, State, Status
 
 
@@ -94,6 +94,9 @@ class Worker:
         self.log = log
         self.dry_run = dry_run
         self.mover = Mover(landing_fd, warehouse, tmp, stop)
+        # paths longer than this are checked against PATH_MAX before they are read: a layout adds
+        # the warehouse dir and at most a few hundred bytes (a date, a time, a hash)
+        self.dest_room = min(rel_room(landing), rel_room(warehouse) - 512)
 
     # ------------------------------------------------------------ first half
 
@@ -184,6 +187,8 @@ class Worker:
 
     def _digest(self, cand: Candidate) -> Hashed | None:
         """Hash a candidate, or None when its identity is already in flight or kept."""
+        if longer_than(cand.rel, self.dest_room):
+            self._check_length(cand.rel)
         return digest(
             self.landing_fd,
             cand,
@@ -192,6 +197,25 @@ class Worker:
             stop=self.stop,
             before_read=self._admit,
         )
+
+    def _check_length(self, rel: str) -> None:
+        """Refuse a file whose landing or warehouse path would not fit in ``PATH_MAX``.
+
+        Asked only of long paths (``dest_room`` leaves room for what any
+        layout adds to a short one). The warehouse path is the layout's, with
+        the ``_duplicates/`` prefix and a content suffix it may get.
+        """
+        if longer_than(rel, rel_room(self.landing)):
+            raise BadInput("land", rel, TOO_LONG)
+        dest = render(self.policy.layout, rel, time.time_ns(), "0" * 64)
+        extra = len(DUPLICATES_DIR) + 1 + len(with_suffix("x", "0" * 64, 99)) - 1
+        if len(os.fsencode(dest)) + extra > rel_room(self.warehouse):
+            raise BadInput(
+                "land",
+                rel,
+                f"its warehouse path would be longer than {PATH_MAX} bytes: it can never be landed",
+                "a shorter name or layout",
+            )
 
     def _admit(self, rel: str, ident: Identity) -> bool:
         """Checked between the first fstat and the first read.

@@ -10,6 +10,7 @@ test_digest.py and test_move.py.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -215,3 +216,94 @@ def test_many_hostile_things_at_once_do_not_stop_the_daemon(env: Env, daemon, tm
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------- paths longer than PATH_MAX
+
+
+def make_deep_file(root: Path, name: str, data: bytes, *, over: int = 4096) -> str:
+    """A file whose absolute path is longer than ``over`` bytes, made through directory
+    descriptors (a path that long cannot be used whole); returns its path below ``root``."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    parts: list[str] = []
+    try:
+        while len(os.fsencode(root)) + sum(len(p) + 1 for p in parts) + len(name) + 1 <= over:
+            part = f"{len(parts):02d}" + "d" * 200
+            os.mkdir(part, dir_fd=fd)
+            nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+            parts.append(part)
+        wfd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(wfd, data)
+        os.utime(wfd, (1_700_000_000, 1_700_000_000))
+        os.close(wfd)
+    finally:
+        os.close(fd)
+    return "/".join([*parts, name])
+
+
+def deep_exists(root: Path, rel: str) -> bool:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        *dirs, name = rel.split("/")
+        for part in dirs:
+            nfd = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        return os.path.exists(f"/proc/self/fd/{fd}/{name}")
+    finally:
+        os.close(fd)
+
+
+def rejections_of(stderr: str, deep: Path) -> list[str]:
+    """The file_rejected lines naming ``deep`` or a directory above it (a directory too long
+    to enter is reported for everything below it)."""
+    out = []
+    for ln in stderr.splitlines():
+        if '"file_rejected"' in ln:
+            path = json.loads(ln)["path"]
+            if str(deep) == path or str(deep).startswith(path + "/"):
+                out.append(ln)
+    return out
+
+
+def test_replay_rejects_a_path_longer_than_path_max_once_and_exits_1(env: Env) -> None:
+    """Before: never landed, never reported (`replay` exited 0 with landed: 0 failed: 0)."""
+    rel = make_deep_file(env.landing, "deep.csv", b"deep")
+    (env.landing / "fine.csv").write_bytes(b"fine")
+    res = subprocess.run(
+        ingestor_cmd("replay", *env.args(), "--stability-seconds", "0"),
+        capture_output=True, text=True, timeout=120, cwd=env.root,
+    )  # fmt: skip
+    assert res.returncode == 1, res.stderr
+    (line,) = rejections_of(res.stderr, env.landing / rel) or [""]
+    assert "4096" in line, res.stderr
+    assert [os.path.basename(r.source) for r in env.records()] == ["fine.csv"]
+    assert deep_exists(env.landing, rel)
+
+
+def test_the_daemon_reports_a_too_long_path_once_not_every_scan(env: Env, daemon) -> None:
+    """Before: `watch_failed "File name too long"` on every scan, 611 lines a minute."""
+    rel = make_deep_file(env.landing, "deep.csv", b"deep")
+    d = daemon("--scan-interval", "0.1")
+    wait_for(lambda: len(d.event("scan_done")) >= 6, 30, "six scans")
+    (env.landing / "fine.csv").write_bytes(b"fine")
+    wait_for(lambda: len(env.records()) == 1, 20)
+    log = d.log_text()
+    assert len(rejections_of(log, env.landing / rel)) == 1, log[-3000:]
+    assert "watch_failed" not in log
+
+
+def test_a_warehouse_path_that_would_be_too_long_is_rejected_not_retried(env: Env, tmp_path: Path) -> None:
+    """The landing path fits, the warehouse path (a deeper warehouse, the layout's date) would not."""
+    rel = make_deep_file(env.landing, "near.csv", b"near", over=4096 - 40)
+    env.warehouse = tmp_path / ("w" * 100) / "warehouse"
+    res = subprocess.run(
+        ingestor_cmd("replay", *env.args(), "--stability-seconds", "0"),
+        capture_output=True, text=True, timeout=120, cwd=env.root,
+    )  # fmt: skip
+    assert res.returncode == 1, res.stderr
+    assert len(rejections_of(res.stderr, env.landing / rel)) == 1, res.stderr
+    assert "step_failed" not in res.stderr
+    assert deep_exists(env.landing, rel)

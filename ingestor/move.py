@@ -215,7 +215,11 @@ class Mover:
                 batch.unlinks.append((src_dir, src_name, Identity.of(src_st)))
             if sidecar:
                 batch.unlinks.append((*sidecar, None))
-            return MoveResult(rec, Moved.ALREADY)
+            changed = None
+            if (dst_st.st_dev, dst_st.st_ino) == (rec.identity.device, rec.identity.inode):
+                # renamed before a crash or a failed step: a writer may have written since
+                changed = self._check_after_rename(rec, dfd, dst_name)
+            return MoveResult(rec, Moved.ALREADY, changed)
         if not src_ok or sfd is None or src_st is None:
             self._drop_temp(rec)
             return MoveResult(rec, Moved.VANISHED if src_st is None else Moved.CHANGED)

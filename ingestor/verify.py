@@ -167,6 +167,7 @@ class _Audit:
         self.pending = collections.deque()
         self.path_mode = False
         self.torn: list[tuple[str, int]] = []  # (manifest, offset of its last bytes with no newline)
+        self.vanished: set[str] = set()  # manifest files and dirs removed during the audit
         self._flocks: set[tuple[int, int, int]] | None = None
 
     def run(self) -> Report:
@@ -190,8 +191,14 @@ class _Audit:
         stack = [""]
         while stack:
             rel_dir = stack.pop()
-            with os.scandir(self.manifests / rel_dir) as it:
-                entries = sorted(it, key=lambda e: e.name, reverse=True)
+            try:
+                with os.scandir(self.manifests / rel_dir) as it:
+                    entries = sorted(it, key=lambda e: e.name, reverse=True)
+            except (FileNotFoundError, NotADirectoryError):
+                if not rel_dir:
+                    raise
+                self._vanished(rel_dir)
+                continue
             for e in entries:
                 rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
                 if e.is_dir(follow_symlinks=False):
@@ -210,6 +217,7 @@ class _Audit:
             try:
                 fd = os.open(self.manifests / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except FileNotFoundError:
+                self._vanished(rel)
                 continue
             try:
                 size = os.fstat(fd).st_size
@@ -250,6 +258,12 @@ class _Audit:
     def _flush_lines(self) -> None:
         self.db.executemany("INSERT INTO line VALUES (?,?,?,?,?,?,?,?,?,?)", self.batch)
         self.batch.clear()
+
+    def _vanished(self, rel: str) -> None:
+        """A manifest file or directory listed (or read) before is gone: say so once, go on."""
+        if rel not in self.vanished:
+            self.vanished.add(rel)
+            self.report.add("manifest_vanished", path=_show(os.fsencode(self.manifests / rel)))
 
     # ------------------------------------------------------------ warehouse
 
@@ -405,7 +419,11 @@ class _Audit:
     def _recheck_torn(self) -> None:
         """A tail with no newline is torn only if it still has none: else it was a write in progress."""
         for rel, off in self.torn:
-            fd = os.open(self.manifests / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                fd = os.open(self.manifests / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                self._vanished(rel)
+                continue
             try:
                 size, tail = os.fstat(fd).st_size, os.pread(fd, 1 << 20, off)
             finally:

@@ -34,6 +34,8 @@ KINDS = {
     "ledger_without_line": "record manifested in the ledger with no manifest line",
     "line_without_ledger": "line whose id is not in the ledger",
     "ledger_mismatch": "line and its ledger record disagree",
+    "manifest_vanished": "manifest file or directory removed during the audit (a retention job?); "
+    "its records show as ledger_without_line",
 }
 
 

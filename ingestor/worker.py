@@ -236,9 +236,13 @@ class Worker:
     ) -> Outcome:
         """HASHED → MOVED → MANIFESTED for planned records; re-entered after a crash."""
         out = out or Outcome()
+        # Each record as the ledger holds it now: a re-planned destination or manifest file
+        # replaces the record here once committed, so a retry re-enters with it, never with
+        # a version the ledger no longer has.
+        current = {r.id: r for r in records}
         try:
-            moved = self._move(self._written(records) if recovering else records, out)
-            self._manifest(moved, out, recovering=recovering)
+            moved = self._move(self._written(records) if recovering else records, out, current)
+            self._manifest(moved, out, current, recovering=recovering)
         except (Retryable, OSError, Stopping) as exc:
             # an OSError not classified where it was raised is still environmental: retry;
             # a copy stopped by shutdown is redone from the ledger at the next start
@@ -251,11 +255,11 @@ class Worker:
             else:
                 err = from_oserror("land", records[0].source_rel, exc, source=False)
             done = {r.id for r in out.done}
-            out.unfinished = [r for r in records if r.id not in done and r.id not in out.abandoned]
+            out.unfinished = [current[r.id] for r in records if r.id not in done and r.id not in out.abandoned]
             out.error = err
         return out
 
-    def _move(self, records: list[Record], out: Outcome) -> list[Record]:
+    def _move(self, records: list[Record], out: Outcome, current: dict[str, Record]) -> list[Record]:
         """Place the files; MOVED is committed only where the ledger lacks something.
 
         A row planned with its manifest floor needs no MOVED commit: recovery
@@ -272,6 +276,7 @@ class Worker:
             results = self.mover.move_all(todo)
             todo = []
             updates: list[MovedUpdate] = []
+            committed: list[Record] = []  # in MOVED once `updates` is committed
             floors: dict[str, int] = {}
             for res in results:
                 rec = res.record
@@ -296,9 +301,10 @@ class Worker:
                             "a sidecar or a rename",
                         )
                         rec = replace(rec, identity=ident, sha256=sha)
-                    ready.append(replace(rec, state=State.MOVED, manifest_floor=floor))
+                    committed.append(replace(rec, state=State.MOVED, manifest_floor=floor))
                 elif res.outcome is Moved.COLLISION:
-                    todo.append(self.ledger.replan_dest(rec, self.policy))
+                    rec = current[rec.id] = self.ledger.replan_dest(rec, self.policy)
+                    todo.append(rec)
                 else:
                     note = (
                         "vanished before it moved"
@@ -314,6 +320,9 @@ class Worker:
                         self.log.warning("file_vanished", path=str(self.landing / rec.source_rel), id=rec.id)
             if updates:
                 self.ledger.moved(updates, self.policy.dedup)
+            for rec in committed:  # what the ledger now holds: retried as such
+                current[rec.id] = rec
+            ready += committed
             if faults.ACTIVE:
                 faults.ACTIVE.hit("after_moved")
         if todo:
@@ -337,7 +346,9 @@ class Worker:
             written |= self.manifest.find_ids(rel, floor, {r.id for r in group})
         return [replace(r, state=State.MOVED) if r.id in written else r for r in records]
 
-    def _manifest(self, records: list[Record], out: Outcome, *, recovering: bool) -> None:
+    def _manifest(
+        self, records: list[Record], out: Outcome, current: dict[str, Record], *, recovering: bool
+    ) -> None:
         by_file: dict[str, list[Record]] = defaultdict(list)
         for r in records:
             by_file[r.manifest_rel].append(r)
@@ -354,6 +365,7 @@ class Worker:
             if time.time_ns() > hour_end_ns(rel) + LATE_APPEND_SECONDS * 1_000_000_000 // 2:
                 # that hour's file is closed to readers following it: use the current one
                 group = self.ledger.replan_manifest(group, self.manifest.size)
+                current.update((r.id, r) for r in group)
                 rel = group[0].manifest_rel
             landing, warehouse = self.landing_s, self.warehouse_s
             lines = [ManifestRecord.line_of(r, landing, warehouse) for r in group]

@@ -622,3 +622,42 @@ def test_content_changed_during_landing_is_registered_under_its_new_hash(tmp_pat
         assert plan("z.csv", 12, landed).status is Status.DUPLICATE
     finally:
         ledger.close()
+
+
+def test_a_manifest_hour_removed_during_the_audit_is_reported_not_fatal(
+    wh: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a retention job removing an hour directory while verify listed the manifests
+    made it exit 2 (unusable input) instead of reporting."""
+    line, path, row = by_hand(wh, 3, b"in an old hour\n", hour=manifest_rel_for(time.time_ns() - 7 * 86400 * 10**9))
+    insert_rows(wh, [row])
+    append_line(path, line)
+    old = path.parent  # its own hour directory, in its own day
+    real_scandir = os.scandir
+
+    class Listed:
+        """What scandir listed, after the hour below it was removed."""
+
+        def __init__(self, entries: list[os.DirEntry[str]]) -> None:
+            self.entries = entries
+
+        def __enter__(self) -> list[os.DirEntry[str]]:
+            return self.entries
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    def scandir_then_remove(p: Any) -> Any:
+        if isinstance(p, str | os.PathLike) and Path(p) == old.parent and old.exists():
+            with real_scandir(p) as it:
+                entries = list(it)
+            shutil.rmtree(old)  # between listing the day and entering the hour
+            return Listed(entries)
+        return real_scandir(p)
+
+    monkeypatch.setattr(verify.os, "scandir", scandir_then_remove)
+    rc, doc = audit(wh)
+    monkeypatch.undo()
+    assert rc == 1, doc
+    assert one(doc, "manifest_vanished")["path"] == str(old)
+    assert found(doc) == {"manifest_vanished": 1, "ledger_without_line": 1, "orphan_file": 1}

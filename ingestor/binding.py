@@ -213,10 +213,20 @@ class Binding:
                 "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             data = orjson.dumps(self.marker) + b"\n"
-            os.ftruncate(self.fd, 0)
-            os.pwrite(self.fd, data, 0)
-            os.fsync(self.fd)
-            fsync_dir(self.directory)
+            try:
+                os.ftruncate(self.fd, 0)
+                os.pwrite(self.fd, data, 0)
+                os.fsync(self.fd)
+                fsync_dir(self.directory)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+                    raise
+                # a full disk: nothing lands there either until it has room; bound then
+                self.cause = exc.strerror or str(exc)
+                self.marker = None
+                self.release()
+                self.pending = True
+                return
         if self._exclusive:
             # not atomic (flock(2)): a process starting in between sees this marker, as it should
             fcntl.flock(self.fd, fcntl.LOCK_SH)

@@ -44,11 +44,14 @@ from pathlib import Path
 import orjson
 
 from ingestor import __version__, faults
-from ingestor.errors import from_oserror
+from ingestor.errors import Retryable, from_oserror
 from ingestor.records import Action, Record, Status
 
 MANIFEST_NAME = "manifest.jsonl"
 LATE_APPEND_SECONDS = 60
+LINE_BYTES = 1024  # room asked for a line (most are 500-700 bytes; long paths make them longer)
+ROOM_MARGIN = 8 << 10  # a block or two of the filesystem
+_HINT_FULL = "disk full: free space on the manifests' filesystem; landing resumes by itself"
 _READ_CHUNK = 1 << 20
 
 
@@ -286,6 +289,28 @@ class ManifestWriter:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._mutex = threading.Lock()
+
+    def check_room(self, lines: int) -> None:
+        """Refuse a batch for which the manifests' filesystem has no room (``Retryable``).
+
+        Asked before a batch is planned, so that its files stay in the landing
+        dir while the manifests disk is full, instead of moving into the
+        warehouse and waiting there for their lines. One ``statvfs`` a batch;
+        a disk that fills between this and the append is still safe: the moved
+        files wait in the warehouse, recorded in the ledger, for their lines.
+        """
+        try:
+            st = os.statvfs(self.root)
+        except OSError:
+            return  # not there yet: the append makes it, or says why not
+        need = lines * LINE_BYTES + ROOM_MARGIN
+        if st.f_bavail * st.f_frsize < need:
+            raise Retryable(
+                "append to manifest",
+                str(self.root),
+                f"{st.f_bavail * st.f_frsize} bytes free, {need} needed",
+                _HINT_FULL,
+            )
 
     def path(self, rel: str) -> Path:
         return self.root / rel

@@ -156,6 +156,7 @@ class Worker:
         if faults.ACTIVE:
             faults.ACTIVE.hit("before_plan")
         try:
+            self.manifest.check_room(len(hashed))
             plans = self.ledger.plan(hashed, self.policy, self.manifest.size)
         except Retryable as exc:
             for h in hashed:

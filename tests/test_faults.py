@@ -175,3 +175,30 @@ def test_ledger_state_is_durable_wal_full(env: Env, daemon) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         conn.close()
+
+
+@pytest.mark.skipif(not ROOT, reason="mounting a small tmpfs needs root")
+def test_manifests_disk_full_keeps_files_in_the_landing_dir(env: Env, daemon) -> None:
+    """Before: each file moved into the warehouse and waited there for its line, while the
+    README said it stays in the landing dir. Now a batch is not moved while the manifests
+    filesystem has no room for its lines."""
+    env.manifests.mkdir()
+    if os.system(f"mount -t tmpfs -o size=64k tmpfs {env.manifests}") != 0:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        filler = env.manifests / "filler"
+        with open(filler, "wb", buffering=0) as fh:
+            with contextlib.suppress(OSError):
+                while True:
+                    fh.write(b"\0" * 4096)
+        d = daemon(stability="0.1")
+        rep = traffic.rename_tmp(env.landing, count=5, size=100)
+        wait_for(lambda: d.event("step_failed"), 30, "a disk-full failure")
+        assert "disk full" in d.event("step_failed")[0]["hint"]
+        assert len(env.landing_files()) == 5 and env.warehouse_files() == []
+        filler.unlink()
+        wait_for(lambda: landed(env, 5), 60, "all 5 after space came back")
+        invariants.check(env, invariants.expected_of(rep))
+        d.stop()
+    finally:
+        os.system(f"umount -l {env.manifests}")

@@ -196,8 +196,10 @@ class Binding:
         """Bind the directory to this (open) ledger if it is not yet, then share the lock."""
         if self.pending:
             return
-        if self.marker is None or self.marker.get("ledger_id") != ledger_id or (
-            self.marker.get("ledger") != str(ledger_path) and self._exclusive
+        if (
+            self.marker is None
+            or self.marker.get("ledger_id") != ledger_id
+            or (self.marker.get("ledger") != str(ledger_path) and self._exclusive)
         ):
             assert self._exclusive, "bound only while no other process uses the directory"
             if not self.writable:

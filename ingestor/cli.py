@@ -42,9 +42,7 @@ InputOpt = Annotated[str | None, typer.Option("--input", "-i", help="Landing dir
 WarehouseOpt = Annotated[
     str | None, typer.Option(help="Warehouse directory. [default: <input>/../warehouse]")
 ]
-ManifestsOpt = Annotated[
-    str | None, typer.Option(help="Manifest directory. [default: <input>/../manifests]")
-]
+ManifestsOpt = Annotated[str | None, typer.Option(help="Manifest directory. [default: <input>/../manifests]")]
 StateOpt = Annotated[
     str | None, typer.Option("--state-path", help="SQLite ledger. [default: <input>/../state/ledger.sqlite]")
 ]
@@ -172,7 +170,11 @@ def replay(
     targets = flags.pop("paths") or []
     settings = _settings(flags.pop("config"), **flags)
     try:
-        rels = landing_paths(settings.input, [parse_path("paths", t, origin="argument") for t in targets]) if targets else None
+        rels = (
+            landing_paths(settings.input, [parse_path("paths", t, origin="argument") for t in targets])
+            if targets
+            else None
+        )
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
     raise typer.Exit(_run_daemon(settings, one_shot=True, paths=rels, show_progress=True))
@@ -199,7 +201,11 @@ def verify(
     if input is None and config is None:
         wh, mf, st = (
             parse_path(name, value)
-            for name, value in (("warehouse", warehouse), ("manifests", manifests), ("state_path", state_path))
+            for name, value in (
+                ("warehouse", warehouse),
+                ("manifests", manifests),
+                ("state_path", state_path),
+            )
         )
     else:
         s = load(

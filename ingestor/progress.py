@@ -90,7 +90,9 @@ class BarProgress:
 
         class _AboveBar:
             def write(self, data: bytes) -> int:
-                console.print(data.decode("utf-8", "replace"), end="", markup=False, highlight=False, soft_wrap=True)
+                console.print(
+                    data.decode("utf-8", "replace"), end="", markup=False, highlight=False, soft_wrap=True
+                )
                 return len(data)
 
             def flush(self) -> None:
@@ -100,7 +102,10 @@ class BarProgress:
 
     def update(self, total_files: int, total_bytes: int, done_files: int, done_bytes: int) -> None:
         self._bar.update(
-            self._task, total=max(total_bytes, 1), completed=done_bytes, files=f"{done_files}/{total_files} files"
+            self._task,
+            total=max(total_bytes, 1),
+            completed=done_bytes,
+            files=f"{done_files}/{total_files} files",
         )
 
     def close(self) -> None:

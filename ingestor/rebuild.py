@@ -239,7 +239,9 @@ class _Lines:
             if cur.rowcount:
                 self.report.claims += 1
             else:
-                self.report.add("duplicate_content", f"{where}: id {rec.id}: sha256 {rec.sha256} ingested twice")
+                self.report.add(
+                    "duplicate_content", f"{where}: id {rec.id}: sha256 {rec.sha256} ingested twice"
+                )
 
     def _kept_times(self, source: bytes, rec: ManifestRecord, mtime_ns: int) -> tuple[int, int]:
         """A kept duplicate's exact mtime and ctime, from the file if it is still the one the line names."""

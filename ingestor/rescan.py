@@ -63,7 +63,11 @@ def walk(
     except (FileNotFoundError, NotADirectoryError):
         return
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.EXDEV, errno.ENAMETOOLONG):  # a symlink; or too long: reported by the full scan
+        if exc.errno in (
+            errno.ELOOP,
+            errno.EXDEV,
+            errno.ENAMETOOLONG,
+        ):  # a symlink; or too long: reported by the full scan
             return
         raise
     stack: list[tuple[int, str]] = [(top, start)]

@@ -109,7 +109,9 @@ class InotifyWatcher:
                 first = rel not in self._failed
                 self._failed.add(rel)
             if first:
-                self.log.warning("watch_failed", path=str(path), error=exc.strerror, hint="the scan covers it")
+                self.log.warning(
+                    "watch_failed", path=str(path), error=exc.strerror, hint="the scan covers it"
+                )
             return
         with self._lock:
             self._dirs[wd] = rel
@@ -136,7 +138,9 @@ class InotifyWatcher:
             if ev.wd == self._parent_wd:
                 if ev.name == self.landing.name and mask & flags.ISDIR and mask & PARENT_MASK:
                     self.sink.landing_replaced(
-                        "the landing dir was renamed away" if mask & flags.MOVED_FROM else "the landing dir was deleted"
+                        "the landing dir was renamed away"
+                        if mask & flags.MOVED_FROM
+                        else "the landing dir was deleted"
                     )
                 continue
             with self._lock:

@@ -256,7 +256,9 @@ class Worker:
             else:
                 err = from_oserror("land", records[0].source_rel, exc, source=False)
             done = {r.id for r in out.done}
-            out.unfinished = [current[r.id] for r in records if r.id not in done and r.id not in out.abandoned]
+            out.unfinished = [
+                current[r.id] for r in records if r.id not in done and r.id not in out.abandoned
+            ]
             out.error = err
         return out
 

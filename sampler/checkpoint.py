@@ -68,9 +68,7 @@ class Checkpoint:
             raise CheckpointError(f"not a version {VERSION} checkpoint")
         retired = obj.get("retired_through")
         offsets = obj.get("offsets")
-        if retired is not None and not (
-            isinstance(retired, str) and REL_PATTERN.fullmatch(retired)
-        ):
+        if retired is not None and not (isinstance(retired, str) and REL_PATTERN.fullmatch(retired)):
             raise CheckpointError(f"bad retired_through {retired!r}")
         if not isinstance(offsets, dict):
             raise CheckpointError("offsets is not an object")

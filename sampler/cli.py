@@ -48,9 +48,7 @@ def run(
     samples: Annotated[Path, typer.Option(help="Where samples are written (created if missing).")],
     warehouse: Annotated[
         Path | None,
-        typer.Option(
-            help="Warehouse root that manifest paths lie under. [default: MANIFESTS/../warehouse]"
-        ),
+        typer.Option(help="Warehouse root that manifest paths lie under. [default: MANIFESTS/../warehouse]"),
     ] = None,
     rows: Annotated[int, typer.Option(min=1, help="Records kept per sample.")] = 100,
     checkpoint: Annotated[

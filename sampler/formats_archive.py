@@ -118,9 +118,7 @@ def _check_layout(infos: list[zipfile.ZipInfo], size: int) -> None:
             )
     for info in infos:
         if info.header_offset + info.compress_size > size:
-            raise SampleError(
-                ErrorKind.MALFORMED, f"member {info.filename!r} runs past the file's end"
-            )
+            raise SampleError(ErrorKind.MALFORMED, f"member {info.filename!r} runs past the file's end")
         if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
             raise SampleError(
                 ErrorKind.HOSTILE,
@@ -143,9 +141,7 @@ def sample_zip(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
             ErrorKind.TOO_LARGE, f"{entries} members, over the listing limit {limits.max_entries}"
         )
     if cd_size > f.budget.left:
-        raise SampleError(
-            ErrorKind.TOO_LARGE, f"central directory of {cd_size} bytes exceeds the byte cap"
-        )
+        raise SampleError(ErrorKind.TOO_LARGE, f"central directory of {cd_size} bytes exceeds the byte cap")
     f.seek(0)
     try:
         zf = zipfile.ZipFile(f)  # BoundedFile has the file surface zipfile uses

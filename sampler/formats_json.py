@@ -143,11 +143,7 @@ class JsonPruner:
         if not self.stack or self.stack[-1].is_array != is_array:
             raise SampleError(ErrorKind.MALFORMED, "unbalanced brackets")
         frame = self.stack[-1]
-        allowed = (
-            (_E_VALUE_OR_CLOSE, _E_COMMA_OR_CLOSE)
-            if is_array
-            else (_E_KEY_OR_CLOSE, _E_COMMA_OR_CLOSE)
-        )
+        allowed = (_E_VALUE_OR_CLOSE, _E_COMMA_OR_CLOSE) if is_array else (_E_KEY_OR_CLOSE, _E_COMMA_OR_CLOSE)
         if frame.expect not in allowed:
             raise SampleError(ErrorKind.MALFORMED, "a container closed too early")
         if len(self.stack) == 1:

@@ -283,9 +283,7 @@ def write_atomic(dir_fd: int, name: str, write: Callable[[BinaryIO], T]) -> T:
 def read_small(dir_fd: int, name: str, limit: int = 1 << 16) -> bytes | None:
     """A small regular file's bytes, or None when absent, not regular or too big."""
     try:
-        fd = os.open(
-            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
-        )
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return None
     try:

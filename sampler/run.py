@@ -43,8 +43,8 @@ from typing import Any
 from ingestor.logs import get_logger
 from ingestor.manifest import ManifestError, ManifestRecord
 from ingestor.records import Status
-from sampler import checkpoint
 from ingestor.systemd import notify, watchdog_interval
+from sampler import checkpoint
 from sampler.sample import Event, Sampler
 from sampler.settings import Settings
 from sampler.tail import Line, Tail
@@ -164,9 +164,7 @@ class Runner:
             rec = ManifestRecord.from_json(line.data)
         except ManifestError as exc:
             m.errors += 1
-            self.log.error(
-                "manifest_line_invalid", manifest=line.rel, offset=line.start, error=str(exc)
-            )
+            self.log.error("manifest_line_invalid", manifest=line.rel, offset=line.start, error=str(exc))
             return
         if rec.status is not Status.INGESTED:
             m.skipped += 1

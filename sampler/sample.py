@@ -139,13 +139,9 @@ class Sampler:
         """
         if self._warehouse_fd is None:
             try:
-                self._warehouse_fd = os.open(
-                    self.warehouse, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-                )
+                self._warehouse_fd = os.open(self.warehouse, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError as exc:
-                raise OSError(
-                    exc.errno, f"warehouse root {self.warehouse} unusable: {exc.strerror}"
-                ) from exc
+                raise OSError(exc.errno, f"warehouse root {self.warehouse} unusable: {exc.strerror}") from exc
         return self._warehouse_fd
 
     def sample(self, rec: ManifestRecord) -> Outcome:
@@ -213,9 +209,7 @@ class Sampler:
             doc = self._meta_doc(rec, fmt, None, None)
             doc["error"] = {"kind": str(exc.kind), "message": exc.message}
             write_atomic(dir_fd, names.meta, _write_bytes(_dump(doc)))
-            outcome = Outcome(
-                Event.ERROR, fmt.kind, names.meta, error_kind=exc.kind, message=exc.message
-            )
+            outcome = Outcome(Event.ERROR, fmt.kind, names.meta, error_kind=exc.kind, message=exc.message)
         side = {
             "version": SIDECAR_VERSION,
             "id": rec.id,

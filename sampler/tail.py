@@ -184,10 +184,7 @@ class Tail:
         """Retire the leading files that can receive nothing more (module docstring)."""
         retired: list[str] = []
         for rel in self.files:
-            if (
-                self.clock()
-                <= hour_end_ns(rel) + LATE_APPEND_SECONDS * 1_000_000_000 + self.grace_ns
-            ):
+            if self.clock() <= hour_end_ns(rel) + LATE_APPEND_SECONDS * 1_000_000_000 + self.grace_ns:
                 break
             off = self.offsets.get(rel, 0)
             try:

@@ -83,7 +83,9 @@ class Env:
         out = []
         for path in self.warehouse.rglob("*"):
             rel = path.relative_to(self.warehouse).parts
-            if rel[0] in (".ingestor-tmp", ".ingestor-ledger") or (rel[0] == "_duplicates" and not duplicates):
+            if rel[0] in (".ingestor-tmp", ".ingestor-ledger") or (
+                rel[0] == "_duplicates" and not duplicates
+            ):
                 continue
             if path.is_file() and not path.is_symlink():
                 out.append(path)
@@ -214,12 +216,19 @@ def _without_orphaned_spawns(entries: list[dict[str, Any]]) -> list[dict[str, An
         e = entries[i]
         if e.get("event") == "<not json>" and e["text"] == "Traceback (most recent call last):":
             j = i + 1
-            while j < len(entries) and entries[j].get("event") == "<not json>" and entries[j]["text"].startswith(" "):
+            while (
+                j < len(entries)
+                and entries[j].get("event") == "<not json>"
+                and entries[j]["text"].startswith(" ")
+            ):
                 j += 1
             frames = " ".join(x["text"] for x in entries[i + 1 : j])
             last = entries[j]["text"] if j < len(entries) and entries[j].get("event") == "<not json>" else ""
-            if "multiprocessing/spawn.py" in frames and "spawn_main" in frames and "ingestor" not in frames and (
-                last.startswith(("EOFError", "_pickle.UnpicklingError"))
+            if (
+                "multiprocessing/spawn.py" in frames
+                and "spawn_main" in frames
+                and "ingestor" not in frames
+                and (last.startswith(("EOFError", "_pickle.UnpicklingError")))
             ):
                 i = j + 1
                 continue

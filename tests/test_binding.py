@@ -230,7 +230,9 @@ def test_rebuild_keeps_kept_duplicates_known_and_reports_orphans(env: Env, daemo
     assert "orphan_file: 1" in res.stdout and "placed-by-hand.csv" in res.stdout
     (env.warehouse / "placed-by-hand.csv").unlink()
     # the kept duplicate is known by its identity: a scan does not record it a second time
-    res = run_ingestor("replay", *env.args(), "--on-duplicate", "keep", "--stability-seconds", "0", timeout=60)
+    res = run_ingestor(
+        "replay", *env.args(), "--on-duplicate", "keep", "--stability-seconds", "0", timeout=60
+    )
     assert res.returncode == 0, res.stderr
     assert len(env.records()) == 2
     conn = sqlite3.connect(env.state)

@@ -78,9 +78,9 @@ def test_replay_stops_with_exit_1_when_its_landing_dir_is_replaced(env: Env, tmp
     """In process: the worker's check before a batch, the path swapped between scan and batch."""
     import asyncio
 
+    from ingestor import worker as worker_mod
     from ingestor.daemon import Daemon
     from ingestor.settings import load
-    from ingestor import worker as worker_mod
 
     for i in range(3):
         drop(env.landing / f"f{i}.csv", f"file {i}".encode())

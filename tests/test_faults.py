@@ -187,10 +187,9 @@ def test_manifests_disk_full_keeps_files_in_the_landing_dir(env: Env, daemon) ->
         pytest.skip("cannot mount tmpfs here")
     try:
         filler = env.manifests / "filler"
-        with open(filler, "wb", buffering=0) as fh:
-            with contextlib.suppress(OSError):
-                while True:
-                    fh.write(b"\0" * 4096)
+        with open(filler, "wb", buffering=0) as fh, contextlib.suppress(OSError):
+            while True:
+                fh.write(b"\0" * 4096)
         d = daemon(stability="0.1")
         rep = traffic.rename_tmp(env.landing, count=5, size=100)
         wait_for(lambda: d.event("step_failed"), 30, "a disk-full failure")

@@ -821,9 +821,12 @@ def test_a_raising_commit_observer_does_not_fail_committed_work(ledger: Ledger, 
     ledger.commit_observer = observer
     res = ledger.submit(lambda c: c.execute("INSERT INTO meta(key, value) VALUES ('k', 'v')").rowcount)
     assert res.result(timeout=10) == 1
-    assert ledger.submit(lambda c: c.execute("SELECT value FROM meta WHERE key='k'").fetchone()[0]).result(
-        timeout=10
-    ) == "v"
+    assert (
+        ledger.submit(lambda c: c.execute("SELECT value FROM meta WHERE key='k'").fetchone()[0]).result(
+            timeout=10
+        )
+        == "v"
+    )
 
 
 def test_a_clean_close_leaves_everything_in_the_main_file(

@@ -675,7 +675,10 @@ def test_move_closes_its_descriptors_on_error(full_warehouse: Site) -> None:
 
 @pytest.mark.parametrize(
     ("error", "outcome"),
-    [(Gone("open", "x", "vanished"), Moved.VANISHED), (BadInput("open", "x", "Permission denied"), Moved.CHANGED)],
+    [
+        (Gone("open", "x", "vanished"), Moved.VANISHED),
+        (BadInput("open", "x", "Permission denied"), Moved.CHANGED),
+    ],
 )
 def test_a_source_lost_during_its_copy_fails_that_record_only(
     cross_fs: Site, monkeypatch: pytest.MonkeyPatch, error: Exception, outcome: Moved

@@ -79,7 +79,9 @@ def test_daemon_then_sampler_once_then_follow(env: Env, daemon) -> None:
     got = sorted(str(p.relative_to(day)) for p in day.rglob("*") if p.is_file() and ".source" not in p.name)
     assert "a/data_sample.csv" in got and "a/table_sample.parquet" in got and "a/events_sample.jsonl" in got
     assert "a/data_sample.csv.gz" in got and "a/bundle_sample.zip" in got and "a/array_sample.json" in got
-    assert any(g.startswith("a/archive_sample.tar") for g in got) and any(g.startswith("a/blob_sample.bin") for g in got)
+    assert any(g.startswith("a/archive_sample.tar") for g in got) and any(
+        g.startswith("a/blob_sample.bin") for g in got
+    )
     assert not any("dup" in g for g in got)
     # same formats as the sources, openable by the same tools
     with open(day / "a/data_sample.csv", newline="") as fh:
@@ -95,10 +97,14 @@ def test_daemon_then_sampler_once_then_follow(env: Env, daemon) -> None:
 
     # --follow picks up what lands next
     log = open(env.root / "sampler.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(sampler(env, samples, "--follow", "--poll-interval", "0.5"), stderr=log, stdout=log)
+    proc = subprocess.Popen(
+        sampler(env, samples, "--follow", "--poll-interval", "0.5"), stderr=log, stdout=log
+    )
     try:
         _drop_formats(env.landing, "b")
-        wait_for(lambda: (day / "b/table_sample.parquet").exists() and (day / "b/data_sample.csv").exists(), 60)
+        wait_for(
+            lambda: (day / "b/table_sample.parquet").exists() and (day / "b/data_sample.csv").exists(), 60
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

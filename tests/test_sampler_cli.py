@@ -53,9 +53,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_defaults_put_warehouse_beside_manifests(tmp_path: Path) -> None:
     (tmp_path / "manifests").mkdir()
-    result = _cli(
-        "run", "--manifests", str(tmp_path / "manifests"), "--samples", str(tmp_path / "s")
-    )
+    result = _cli("run", "--manifests", str(tmp_path / "manifests"), "--samples", str(tmp_path / "s"))
     assert result.returncode == 0, result.stderr
     assert f'"warehouse":"{tmp_path}/warehouse"' in result.stderr
     assert (tmp_path / "s" / ".sampler-checkpoint.json.lock").exists()

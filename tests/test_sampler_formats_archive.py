@@ -218,9 +218,7 @@ def _tar(path: Path, mode: str, n: int = 3, size: int = 10) -> None:
         t.addfile(link)
 
 
-@pytest.mark.parametrize(
-    ("name", "mode", "compressed"), [("a.tar", "w", False), ("a.tgz", "w:gz", True)]
-)
+@pytest.mark.parametrize(("name", "mode", "compressed"), [("a.tar", "w", False), ("a.tgz", "w:gz", True)])
 def test_tar_listing(tmp_path: Path, name: str, mode: str, compressed: bool) -> None:
     path = tmp_path / name
     _tar(path, mode)

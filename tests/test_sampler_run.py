@@ -125,9 +125,7 @@ def _written_at_least(log: Path, count: int, proc: subprocess.Popen[bytes]) -> C
     return check
 
 
-def test_resume_after_sigkill_misses_nothing_and_samples_nothing_twice(
-    lay: Layout, tmp_path: Path
-) -> None:
+def test_resume_after_sigkill_misses_nothing_and_samples_nothing_twice(lay: Layout, tmp_path: Path) -> None:
     n = 200
     recs: list[ManifestRecord] = []
     rels = [current_rel(-1), current_rel()]
@@ -159,9 +157,7 @@ def test_resume_after_sigkill_misses_nothing_and_samples_nothing_twice(
     assert leftovers == []
 
 
-def test_sigterm_finishes_the_record_in_hand_and_saves_the_checkpoint(
-    lay: Layout, tmp_path: Path
-) -> None:
+def test_sigterm_finishes_the_record_in_hand_and_saves_the_checkpoint(lay: Layout, tmp_path: Path) -> None:
     rel = current_rel()
     recs = [lay.land(f"t/f{i}.csv", b"h\n%d\n" % i, rel) for i in range(150)]
     log = tmp_path / "term.log"
@@ -181,9 +177,7 @@ def test_sigterm_finishes_the_record_in_hand_and_saves_the_checkpoint(
     assert written == {r.id for r in recs[: len(written)]}
 
 
-def test_follow_tails_new_lines_late_appends_and_stops_on_sigterm(
-    lay: Layout, tmp_path: Path
-) -> None:
+def test_follow_tails_new_lines_late_appends_and_stops_on_sigterm(lay: Layout, tmp_path: Path) -> None:
     prev, cur = current_rel(-1), current_rel()
     lay.land("x/first.csv", b"h\n1\n", prev)
     log = tmp_path / "follow.log"
@@ -259,13 +253,9 @@ def test_second_sampler_on_the_same_checkpoint_exits_1(lay: Layout, tmp_path: Pa
         proc = subprocess.Popen(lay.cli("--follow", "--metrics-interval", "0.05"), stderr=fh)
         try:
             metrics = wait_for(lambda: named(events(log.read_bytes()), "sampler_metrics"), 20, "m")
-            assert {"records_read", "samples_written", "skipped", "errors", "lag_bytes"} <= set(
-                metrics[-1]
-            )
+            assert {"records_read", "samples_written", "skipped", "errors", "lag_bytes"} <= set(metrics[-1])
             wait_for(
-                lambda: (
-                    named(events(log.read_bytes()), "sampler_metrics")[-1]["samples_written"] == 1
-                ),
+                lambda: named(events(log.read_bytes()), "sampler_metrics")[-1]["samples_written"] == 1,
                 20,
                 "metrics to count the sample",
             )

@@ -20,9 +20,7 @@ def test_appends_and_new_directories_are_seen(tmp_path: Path) -> None:
     append_lines(tmp_path, "2026/11/23/10/manifest.jsonl", b"a\n")
     watch = ManifestWatch()
     try:
-        watch.watch_only(
-            [tmp_path, tmp_path / "2026", tmp_path / "2026/11", tmp_path / "2026/11/23", hour]
-        )
+        watch.watch_only([tmp_path, tmp_path / "2026", tmp_path / "2026/11", tmp_path / "2026/11/23", hour])
         assert not watch.drain()
         append_lines(tmp_path, "2026/11/23/10/manifest.jsonl", b"b\n")
         assert _wait(watch)

@@ -17,9 +17,7 @@ def test_no_socket_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("abstract", [True, False])
-def test_sends_one_datagram(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, abstract: bool
-) -> None:
+def test_sends_one_datagram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, abstract: bool) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         if abstract:
             name = f"@sampler-notify-{os.getpid()}"
@@ -32,9 +30,7 @@ def test_sends_one_datagram(
         assert sock.recv(64) == b"STATUS=sampling"
 
 
-def test_unreachable_socket_is_not_an_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_unreachable_socket_is_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody"))
     assert notify("READY=1") is False
 

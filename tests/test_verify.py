@@ -629,7 +629,9 @@ def test_a_manifest_hour_removed_during_the_audit_is_reported_not_fatal(
 ) -> None:
     """Before: a retention job removing an hour directory while verify listed the manifests
     made it exit 2 (unusable input) instead of reporting."""
-    line, path, row = by_hand(wh, 3, b"in an old hour\n", hour=manifest_rel_for(time.time_ns() - 7 * 86400 * 10**9))
+    line, path, row = by_hand(
+        wh, 3, b"in an old hour\n", hour=manifest_rel_for(time.time_ns() - 7 * 86400 * 10**9)
+    )
     insert_rows(wh, [row])
     append_line(path, line)
     old = path.parent  # its own hour directory, in its own day

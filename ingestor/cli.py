@@ -1,93 +1,137 @@
-"""Command line: ``ingestor run | replay | ...``; thin, everything real lives in the stages.
+"""Command line: ``ingestor run | replay | verify | status | config show | rebuild-ledger | simulate``.
 
-A bad flag or configuration value prints one line (``ingestor: error: ...``)
-and exits 2; a fatal start-up problem (ledger of other directories, a second
-daemon) logs one ``fatal`` line and exits 1.
+Thin: everything real lives in the stages. The flags of the commands that
+take settings are made from the settings table (``settings.TABLE``): one row
+per setting gives its flag, type, choices, help and default, so a setting
+is never declared here. A bad flag or value prints one line
+(``ingestor: error: ...``) and exits 2; so does a start refused for what the
+operator must decide (``Refused``); a fatal start-up problem logs one
+``fatal`` line and exits 1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 
-try:  # typer >= 0.2x vendors click as typer._click; earlier ones depend on click
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError
-except ImportError:  # pragma: no cover - depends on the installed typer
-    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef,import-not-found]
-
-from ingestor import logs
-from ingestor.daemon import Daemon
+from ingestor import command, logs
 from ingestor.errors import Fatal, Refused
 from ingestor.progress import BarProgress, LogProgress, Progress
 from ingestor.rescan import landing_paths
-from ingestor.settings import Settings, SettingsError, load, parse_path
-
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    help="Land files dropped into a landing directory exactly once.",
+from ingestor.settings import (
+    DEFAULTS,
+    ENV_PREFIX,
+    TABLE,
+    Settings,
+    SettingsError,
+    describe,
+    load,
+    load_with_origins,
+    parse_path,
 )
+from simulate.cli import app as simulate_app
 
-# ----------------------------------------------------------------- shared options
+app = typer.Typer(**command.APP_STYLE)
+command.root(app, "ingestor", "Land files dropped into a landing directory exactly once.")
+app.add_typer(simulate_app, name="simulate")
+config_app = command.group("The effective configuration.")
+app.add_typer(config_app, name="config")
 
-# Paths are taken as text: typer's Path would turn "" into "." (the working directory),
-# and settings refuses an empty path only if it sees it
-InputOpt = Annotated[str | None, typer.Option("--input", "-i", help="Landing directory to watch.")]
-WarehouseOpt = Annotated[
-    str | None, typer.Option(help="Warehouse directory. [default: <input>/../warehouse]")
-]
-ManifestsOpt = Annotated[str | None, typer.Option(help="Manifest directory. [default: <input>/../manifests]")]
-StateOpt = Annotated[
-    str | None, typer.Option("--state-path", help="SQLite ledger. [default: <input>/../state/ledger.sqlite]")
-]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML configuration file.")]
-ModeOpt = Annotated[
-    str | None, typer.Option(help="Completion detection: stability | sidecar. [default: stability]")
-]
-StabilityOpt = Annotated[
-    float | None, typer.Option(help="Seconds a file must stay unchanged to be complete. [default: 2.0]")
-]
-SidecarOpt = Annotated[str | None, typer.Option(help="Sidecar suffix in sidecar mode. [default: .ok]")]
-ScanOpt = Annotated[float | None, typer.Option(help="Seconds between reconciliation scans. [default: 60]")]
-ConcurrencyOpt = Annotated[int | None, typer.Option(help="Worker threads. [default: the cores, 2 to 4]")]
-ProcessesOpt = Annotated[
-    int | None,
-    typer.Option(help="Lander processes; more than 1 uses more cores for many small files. [default: 1]"),
-]
-BatchOpt = Annotated[int | None, typer.Option(help="Files per batch (one group commit). [default: 1024]")]
-DryRunOpt = Annotated[bool | None, typer.Option("--dry-run/--no-dry-run", help="Report, move nothing.")]
-WatcherOpt = Annotated[str | None, typer.Option(help="auto | inotify | watchdog | poll. [default: auto]")]
-LayoutOpt = Annotated[
-    str | None, typer.Option(help="Warehouse path template. [default: ingest_date={date}/{relpath}]")
-]
-OnDupOpt = Annotated[str | None, typer.Option(help="quarantine | delete | keep. [default: quarantine]")]
-DedupOpt = Annotated[str | None, typer.Option(help="content | path+content. [default: content]")]
-IgnoreOpt = Annotated[
-    str | None, typer.Option("--ignore-suffixes", help="Comma-separated. [default: .tmp,.part,.swp]")
-]
-LogLevelOpt = Annotated[str | None, typer.Option(help="debug | info | warning | error. [default: info]")]
-MetricsPortOpt = Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")]
-MetricsIntervalOpt = Annotated[
-    float | None, typer.Option(help="Seconds between `metrics` log lines; 0: none. [default: 60]")
-]
-ShutdownOpt = Annotated[
-    float | None, typer.Option(help="Seconds to let in-flight work finish on SIGTERM. [default: 30]")
-]
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="TOML configuration file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
+
+# ----------------------------------------------------------------- flags from the settings table
+
+_TYPES = typing.get_type_hints(Settings)
 
 
-def _settings(config: Path | None, **flags: Any) -> Settings:
-    if flags.get("ignore_suffixes") is not None:
-        flags["ignore_suffixes"] = flags["ignore_suffixes"]
-    return load(flags, config=config)
+def _flag_type(name: str) -> Any:
+    """What typer parses a setting's flag as. Paths stay text (typer's Path turns "" into "."),
+    and so do choices: the settings table judges every value, with one kind of message."""
+    kind = _TYPES[name]
+    if kind in (Path, tuple[str, ...]) or TABLE[name].choices:
+        return str
+    if kind == int | None:
+        return int
+    return kind
+
+
+def _shown_default(name: str) -> str | None:
+    spec = TABLE[name]
+    if spec.default_text is not None:
+        return spec.default_text
+    if name not in DEFAULTS:
+        return None  # required (--input): no default to show
+    value = DEFAULTS[name]
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value.value if hasattr(value, "value") else value)
+
+
+def flag(name: str, help_text: str | None = None) -> inspect.Parameter:
+    """The typer option of one setting, from its row of the table."""
+    spec = TABLE[name]
+    long = "--" + name.replace("_", "-")
+    kind = _flag_type(name)
+    decls = [f"{long}/--no-{long[2:]}"] if kind is bool else [long, *([spec.short] if spec.short else [])]
+    default = _shown_default(name)
+    option = typer.Option(
+        *decls,
+        help=f"{help_text or spec.help} [env: {ENV_PREFIX}{name.upper()}]"
+        + (f" [default: {default}]" if default is not None else ""),
+        show_default=False,
+        metavar="PATH" if _TYPES[name] is Path else f"[{'|'.join(spec.choices)}]" if spec.choices else None,
+    )
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
+    )
+
+
+def with_flags(names: list[str]) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the flags of ``names``; it receives them as one ``flags`` dict (None: not given).
+
+    The command's own parameters keep their place before the flags; typer
+    reads the signature made here.
+    """
+
+    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "flags"]
+        params = [*(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own), *(flag(n) for n in names)]
+
+        def wrapper(**kwargs: Any) -> None:
+            flags = {n: kwargs.pop(n) for n in names}
+            fn(flags=flags, **kwargs)
+
+        wrapper.__name__, wrapper.__doc__, wrapper.__module__ = fn.__name__, fn.__doc__, fn.__module__
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate
+
+
+def names_of(command_name: str) -> list[str]:
+    return [name for name, spec in TABLE.items() if command_name in spec.commands]
+
+
+def _config(path: str | None) -> Path | None:
+    return None if path is None else parse_path("config", path)
+
+
+# ----------------------------------------------------------------- the daemon's commands
 
 
 def _run_daemon(settings: Settings, *, show_progress: bool = False, **kwargs: Any) -> int:
+    from ingestor.daemon import Daemon
+
     logs.configure(settings.log_level.value)
     progress: Progress | None = None
     if show_progress:
@@ -104,129 +148,39 @@ def _run_daemon(settings: Settings, *, show_progress: bool = False, **kwargs: An
             progress.close()
 
 
-# ----------------------------------------------------------------- commands
-
-
 @app.command()
-def run(
-    input: InputOpt = None,
-    warehouse: WarehouseOpt = None,
-    manifests: ManifestsOpt = None,
-    state_path: StateOpt = None,
-    config: ConfigOpt = None,
-    mode: ModeOpt = None,
-    stability_seconds: StabilityOpt = None,
-    sidecar_suffix: SidecarOpt = None,
-    scan_interval: ScanOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    processes: ProcessesOpt = None,
-    batch_size: BatchOpt = None,
-    dry_run: DryRunOpt = None,
-    watcher: WatcherOpt = None,
-    layout: LayoutOpt = None,
-    on_duplicate: OnDupOpt = None,
-    dedup: DedupOpt = None,
-    ignore_suffixes: IgnoreOpt = None,
-    log_level: LogLevelOpt = None,
-    metrics_port: MetricsPortOpt = None,
-    metrics_interval: MetricsIntervalOpt = None,
-    shutdown_timeout: ShutdownOpt = None,
-) -> None:
+@with_flags(names_of("run"))
+def run(flags: dict[str, Any], config: ConfigOpt = None) -> None:
     """Watch the landing directory and land every complete file exactly once."""
-    flags = dict(locals())
-    settings = _settings(flags.pop("config"), **flags)
-    raise typer.Exit(_run_daemon(settings))
+    raise typer.Exit(_run_daemon(load(flags, config=_config(config))))
 
 
 @app.command()
+@with_flags(names_of("replay"))
 def replay(
+    flags: dict[str, Any],
     paths: Annotated[
         list[str] | None, typer.Argument(help="Files or dirs below the landing dir. [default: all]")
     ] = None,
-    input: InputOpt = None,
-    warehouse: WarehouseOpt = None,
-    manifests: ManifestsOpt = None,
-    state_path: StateOpt = None,
     config: ConfigOpt = None,
-    mode: ModeOpt = None,
-    stability_seconds: StabilityOpt = None,
-    sidecar_suffix: SidecarOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    processes: ProcessesOpt = None,
-    batch_size: BatchOpt = None,
-    dry_run: DryRunOpt = None,
-    layout: LayoutOpt = None,
-    on_duplicate: OnDupOpt = None,
-    dedup: DedupOpt = None,
-    ignore_suffixes: IgnoreOpt = None,
-    log_level: LogLevelOpt = None,
 ) -> None:
     """Scan once and land everything complete, then exit; safe beside a running daemon.
 
     Exits 0 when everything complete was landed, 1 when a file could not be
     (it stays where it is; the log says why).
     """
-    flags = dict(locals())
-    targets = flags.pop("paths") or []
-    settings = _settings(flags.pop("config"), **flags)
+    settings = load(flags, config=_config(config))
     try:
-        rels = (
-            landing_paths(settings.input, [parse_path("paths", t, origin="argument") for t in targets])
-            if targets
-            else None
-        )
+        targets = [parse_path("paths", t, origin="argument") for t in paths or []]
+        rels = landing_paths(settings.input, targets) if targets else None
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
     raise typer.Exit(_run_daemon(settings, one_shot=True, paths=rels, show_progress=True))
 
 
-@app.command()
-def verify(
-    warehouse: WarehouseOpt = None,
-    manifests: ManifestsOpt = None,
-    state_path: StateOpt = None,
-    input: InputOpt = None,
-    config: ConfigOpt = None,
-    json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
-) -> None:
-    """Audit manifest, warehouse and ledger against each other; exit 0 clean, 1 not.
-
-    Give --warehouse, --manifests and --state-path, or --input (or --config) to
-    use the defaults beside the landing dir.
-    """
-    from ingestor.verify import run_verify
-
-    if input is None and config is None and None in (warehouse, manifests, state_path):
-        raise SettingsError("verify needs --warehouse, --manifests and --state-path (or --input / --config)")
-    if input is None and config is None:
-        wh, mf, st = (
-            parse_path(name, value)
-            for name, value in (
-                ("warehouse", warehouse),
-                ("manifests", manifests),
-                ("state_path", state_path),
-            )
-        )
-    else:
-        s = load(
-            {"input": input, "warehouse": warehouse, "manifests": manifests, "state_path": state_path},
-            config=config,
-        )
-        wh, mf, st = s.warehouse, s.manifests, s.state_path
-    logs.configure("warning")
-    raise typer.Exit(run_verify(wh, mf, st, as_json=json, out=sys.stdout))
-
-
 @app.command("rebuild-ledger")
-def rebuild_ledger(
-    input: InputOpt = None,
-    warehouse: WarehouseOpt = None,
-    manifests: ManifestsOpt = None,
-    state_path: StateOpt = None,
-    config: ConfigOpt = None,
-    dedup: DedupOpt = None,
-    json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
-) -> None:
+@with_flags([*("input", "warehouse", "manifests", "state_path"), "dedup", "log_level"])
+def rebuild_ledger(flags: dict[str, Any], config: ConfigOpt = None, json: JsonOpt = False) -> None:
     """Rebuild a lost ledger from the manifests and the warehouse; exit 0 clean, 1 with problems.
 
     Run it with the daemon stopped and the settings the daemon runs with. It
@@ -235,13 +189,9 @@ def rebuild_ledger(
     warehouse files no line names are reported, not adopted. Then run
     `ingestor verify`.
     """
-    import orjson
-
     from ingestor.rebuild import rebuild, summary
 
-    settings = _settings(
-        config, input=input, warehouse=warehouse, manifests=manifests, state_path=state_path, dedup=dedup
-    )
+    settings = load(flags, config=_config(config))
     logs.configure(settings.log_level.value)
     report = summary(rebuild(settings))
     if json:
@@ -258,23 +208,43 @@ def rebuild_ledger(
     raise typer.Exit(1 if report["problems"] else 0)
 
 
-# ----------------------------------------------------------------- simulate, status, config show
-
-from simulate.cli import app as simulate_app  # noqa: E402 - kept beside the commands it adds
-
-app.add_typer(simulate_app, name="simulate")
+# ----------------------------------------------------------------- reading what landed
 
 
 @app.command()
+@with_flags(["warehouse", "manifests", "state_path", "input"])
+def verify(flags: dict[str, Any], config: ConfigOpt = None, json: JsonOpt = False) -> None:
+    """Audit manifest, warehouse and ledger against each other; exit 0 clean, 1 not.
+
+    Give --warehouse, --manifests and --state-path, or --input (or --config) to
+    use the defaults beside the landing dir.
+    """
+    from ingestor.verify import run_verify
+
+    paths = ("warehouse", "manifests", "state_path")
+    if flags["input"] is None and config is None:
+        if None in (flags[p] for p in paths):
+            raise SettingsError(
+                "verify needs --warehouse, --manifests and --state-path (or --input / --config)"
+            )
+        wh, mf, st = (parse_path(p, flags[p]) for p in paths)
+    else:
+        s = load(flags, config=_config(config))
+        wh, mf, st = s.warehouse, s.manifests, s.state_path
+    logs.configure("warning")
+    raise typer.Exit(run_verify(wh, mf, st, as_json=json, out=sys.stdout))
+
+
+@app.command()
+@with_flags(["state_path", "input"])
 def status(
-    state_path: StateOpt = None,
-    input: InputOpt = None,
+    flags: dict[str, Any],
     config: ConfigOpt = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(help="Also read a running daemon's gauges (files waiting, queue) from this port."),
     ] = None,
-    json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+    json: JsonOpt = False,
 ) -> None:
     """What the ledger says: counts by state, duplicates, errors, oldest open and last landed file,
     files and bytes landed in the last minute and hour. Read-only; safe beside a running daemon.
@@ -285,50 +255,15 @@ def status(
     from ingestor.status import run_status
 
     port = metrics_port
-    if state_path is None or input is not None or config is not None:
-        if input is None and config is None:
+    if flags["state_path"] is None or flags["input"] is not None or config is not None:
+        if flags["input"] is None and config is None:
             raise SettingsError("status needs --state-path FILE (or --input / --config)")
-        s = load({"input": input, "state_path": state_path}, config=config)
+        s = load(flags, config=_config(config))
         ledger = s.state_path
         port = metrics_port if metrics_port is not None else s.metrics_port
     else:
-        ledger = parse_path("state_path", state_path)
+        ledger = parse_path("state_path", flags["state_path"])
     raise typer.Exit(run_status(ledger, as_json=json, out=sys.stdout, metrics_port=port))
-
-
-config_app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    help="The effective configuration.",
-)
-app.add_typer(config_app, name="config")
-
-
-def _origins(flags: dict[str, Any], config: Path | None) -> dict[str, str]:
-    """Where each setting came from, by the precedence ``settings.load`` applies."""
-    import os
-
-    from ingestor.settings import ENV_PREFIX, read_toml
-
-    if config is None and os.environ.get(ENV_PREFIX + "CONFIG"):
-        config = Path(os.environ[ENV_PREFIX + "CONFIG"])
-    in_file = set(read_toml(config)) if config is not None else set()
-    out = {}
-    for key, value in flags.items():
-        env_key = ENV_PREFIX + key.upper()
-        if value is not None:
-            out[key] = "flag --" + key.replace("_", "-")
-        elif env_key in os.environ:
-            out[key] = "env " + env_key
-        elif key in in_file:
-            out[key] = f"file {config}"
-        elif key in ("warehouse", "manifests", "state_path"):
-            out[key] = "default (beside the landing dir)"
-        else:
-            out[key] = "default"
-    return out
 
 
 def _toml_value(value: Any) -> str:
@@ -341,29 +276,10 @@ def _toml_value(value: Any) -> str:
 
 
 @config_app.command("show")
+@with_flags(names_of("run"))
 def config_show(
-    input: InputOpt = None,
-    warehouse: WarehouseOpt = None,
-    manifests: ManifestsOpt = None,
-    state_path: StateOpt = None,
+    flags: dict[str, Any],
     config: ConfigOpt = None,
-    mode: ModeOpt = None,
-    stability_seconds: StabilityOpt = None,
-    sidecar_suffix: SidecarOpt = None,
-    scan_interval: ScanOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    processes: ProcessesOpt = None,
-    batch_size: BatchOpt = None,
-    dry_run: DryRunOpt = None,
-    watcher: WatcherOpt = None,
-    layout: LayoutOpt = None,
-    on_duplicate: OnDupOpt = None,
-    dedup: DedupOpt = None,
-    ignore_suffixes: IgnoreOpt = None,
-    log_level: LogLevelOpt = None,
-    metrics_port: MetricsPortOpt = None,
-    metrics_interval: MetricsIntervalOpt = None,
-    shutdown_timeout: ShutdownOpt = None,
     json: Annotated[
         bool, typer.Option("--json", help="One JSON object: {settings: {...}, origins: {...}}.")
     ] = False,
@@ -374,15 +290,8 @@ def config_show(
     Each value says where it came from. An invalid value fails as `run` would:
     one line naming the setting, exit 2.
     """
-    flags = dict(locals())  # first: only the options are local yet
-    flags.pop("json")
-    import orjson
-
-    from ingestor.settings import describe
-
-    settings = _settings(flags.pop("config"), **flags)
+    settings, origins = load_with_origins(flags, config=_config(config))
     values = describe(settings)
-    origins = _origins({k: flags.get(k) for k in values}, config)
     if json:
         sys.stdout.write(orjson.dumps({"settings": values, "origins": origins}).decode() + "\n")
         return
@@ -401,28 +310,26 @@ def config_show(
 # ----------------------------------------------------------------- entry point
 
 
+def _one_line(exc: Exception) -> int:
+    print(f"ingestor: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _fatal(exc: Fatal) -> int:
+    logs.get_logger().critical("fatal", op=exc.op, path=exc.path, cause=exc.cause, hint=exc.hint)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> None:
     logs.configure("info")  # until a command configures its own level: errors are JSON on stderr too
     try:
-        code = app(args=argv, prog_name="ingestor", standalone_mode=False)
-    except NoArgsIsHelpError as exc:
-        print(exc.format_message(), file=sys.stderr)
-        sys.exit(2)
-    except ClickException as exc:
-        print(f"ingestor: error: {exc.format_message()}", file=sys.stderr)
-        sys.exit(2)
-    except (SettingsError, Refused) as exc:
-        print(f"ingestor: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except Fatal as exc:
-        logs.get_logger().critical("fatal", op=exc.op, path=exc.path, cause=exc.cause, hint=exc.hint)
-        sys.exit(1)
-    except typer.Abort:
-        sys.exit(130)
+        code = command.main(
+            app, "ingestor", argv, {SettingsError: _one_line, Refused: _one_line, Fatal: _fatal}
+        )
     except Exception:  # a bug: one JSON line with the traceback, not a bare traceback
         logs.get_logger().critical("internal_error", exc_info=True)
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+        code = 1
+    sys.exit(code)
 
 
 if __name__ == "__main__":

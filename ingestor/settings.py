@@ -11,7 +11,7 @@ import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -52,40 +52,16 @@ class LogLevel(StrEnum):
     WARNING = "warning"
     ERROR = "error"
 
+    @classmethod
+    def _missing_(cls, value: object) -> LogLevel | None:
+        """``INFO`` and ``Info`` are ``info``."""
+        lowered = str(value).lower()
+        return next((m for m in cls if m.value == lowered), None)
+
 
 # One lander per core, between 2 (reads overlap hashing) and 4: more threads
 # than cores only fight over the GIL for small files (bench/RESULTS.md, 1.)
 DEFAULT_CONCURRENCY = max(2, min(4, os.cpu_count() or 1))
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    input: Path
-    warehouse: Path
-    manifests: Path
-    state_path: Path
-    mode: Mode = Mode.STABILITY
-    stability_seconds: float = 2.0
-    sidecar_suffix: str = ".ok"
-    scan_interval: float = 60.0
-    concurrency: int = DEFAULT_CONCURRENCY
-    processes: int = 1
-    batch_size: int = 1024
-    dry_run: bool = False
-    watcher: WatcherKind = WatcherKind.AUTO
-    layout: str = DEFAULT_LAYOUT
-    on_duplicate: OnDuplicate = OnDuplicate.QUARANTINE
-    dedup: Dedup = Dedup.CONTENT
-    ignore_suffixes: tuple[str, ...] = (".tmp", ".part", ".swp")
-    log_level: LogLevel = LogLevel.INFO
-    metrics_port: int | None = None
-    metrics_interval: float = 60.0
-    shutdown_timeout: float = 30.0
-    retry_max_seconds: float = 60.0
-
-    @property
-    def ledger_dir(self) -> Path:
-        return self.state_path.parent
 
 
 # ---------------------------------------------------------------- parsing
@@ -164,42 +140,143 @@ def _path(text: Any) -> Path:
     return Path(text)
 
 
-_PARSERS: dict[str, Callable[[Any], Any]] = {
-    "input": _path,
-    "warehouse": _path,
-    "manifests": _path,
-    "state_path": _path,
-    "mode": Mode,
-    "stability_seconds": _number(float, 0.0, 86400.0),
-    "sidecar_suffix": _sidecar,
-    "scan_interval": _number(float, 0.05, 86400.0),
-    "concurrency": _number(int, 1, 256),
-    "processes": _number(int, 1, 64),
-    "batch_size": _number(int, 1, 100_000),
-    "dry_run": _bool,
-    "watcher": WatcherKind,
-    "layout": _layout,
-    "on_duplicate": OnDuplicate,
-    "dedup": Dedup,
-    "ignore_suffixes": _suffixes,
-    "log_level": lambda t: LogLevel(str(t).lower()),
-    "metrics_port": _port,
-    "metrics_interval": _number(float, 0.0, 86400.0),
-    "shutdown_timeout": _number(float, 0.0, 86400.0),
-    "retry_max_seconds": _number(float, 0.1, 86400.0),
-}
+# ---------------------------------------------------------------- the table
+
+RUN = frozenset({"run"})
+RUN_REPLAY = frozenset({"run", "replay"})
+PATHS = ("input", "warehouse", "manifests", "state_path")
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """A setting's row in the table, beside its type and default in ``Settings``.
+
+    Every setting is a flag of the commands named (``config show`` takes
+    ``run``'s), an ``INGESTOR_<NAME>`` environment variable and a TOML key.
+    ``per_source`` says a ``[[source]]`` table may set it for its source.
+    """
+
+    parse: Callable[[Any], Any]
+    help: str
+    commands: frozenset[str] = RUN_REPLAY
+    short: str | None = None
+    default_text: str | None = None  # what --help says when the default is not a plain value
+    per_source: bool = False
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        parse = self.parse
+        if isinstance(parse, type) and issubclass(parse, StrEnum):
+            return tuple(m.value for m in parse)
+        return ()
+
+
+def setting(default: Any = MISSING, **spec: Any) -> Any:
+    """A ``Settings`` field: its default, and its row of the table in the field's metadata."""
+    meta = {"spec": Spec(**spec)}
+    return field(metadata=meta) if default is MISSING else field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Every setting, declared once: name, type, default (here) and its row (``Spec``)."""
+
+    input: Path = setting(parse=_path, help="Landing directory to watch.", short="-i", per_source=True)
+    warehouse: Path = setting(
+        parse=_path, help="Warehouse directory.", default_text="<input>/../warehouse", per_source=True
+    )
+    manifests: Path = setting(
+        parse=_path, help="Manifest directory.", default_text="<input>/../manifests", per_source=True
+    )
+    state_path: Path = setting(
+        parse=_path, help="SQLite ledger.", default_text="<input>/../state/ledger.sqlite"
+    )
+    mode: Mode = setting(Mode.STABILITY, parse=Mode, help="Completion detection.", per_source=True)
+    stability_seconds: float = setting(
+        2.0,
+        parse=_number(float, 0.0, 86400.0),
+        help="Seconds a file must stay unchanged to be complete.",
+        per_source=True,
+    )
+    sidecar_suffix: str = setting(
+        ".ok", parse=_sidecar, help="Sidecar suffix in sidecar mode.", per_source=True
+    )
+    scan_interval: float = setting(
+        60.0, parse=_number(float, 0.05, 86400.0), help="Seconds between reconciliation scans.", commands=RUN
+    )
+    concurrency: int = setting(
+        DEFAULT_CONCURRENCY,
+        parse=_number(int, 1, 256),
+        help="Worker threads.",
+        default_text="the cores, 2 to 4",
+    )
+    processes: int = setting(
+        1,
+        parse=_number(int, 1, 64),
+        help="Lander processes; more than 1 uses more cores for many small files.",
+    )
+    batch_size: int = setting(
+        1024, parse=_number(int, 1, 100_000), help="Files per batch (one group commit)."
+    )
+    dry_run: bool = setting(False, parse=_bool, help="Report, move nothing.")
+    watcher: WatcherKind = setting(
+        WatcherKind.AUTO, parse=WatcherKind, help="How events are watched.", commands=RUN
+    )
+    layout: str = setting(DEFAULT_LAYOUT, parse=_layout, help="Warehouse path template.", per_source=True)
+    on_duplicate: OnDuplicate = setting(
+        OnDuplicate.QUARANTINE, parse=OnDuplicate, help="What happens to a duplicate.", per_source=True
+    )
+    dedup: Dedup = setting(Dedup.CONTENT, parse=Dedup, help="What makes a file a duplicate.", per_source=True)
+    ignore_suffixes: tuple[str, ...] = setting(
+        (".tmp", ".part", ".swp"),
+        parse=_suffixes,
+        help="Name suffixes never ingested (comma-separated).",
+        per_source=True,
+    )
+    log_level: LogLevel = setting(LogLevel.INFO, parse=LogLevel, help="Log level.")
+    metrics_port: int | None = setting(
+        None,
+        parse=_port,
+        help="Serve Prometheus metrics on 127.0.0.1 at this port.",
+        default_text="off",
+        commands=RUN,
+    )
+    metrics_interval: float = setting(
+        60.0,
+        parse=_number(float, 0.0, 86400.0),
+        help="Seconds between `metrics` log lines; 0: none.",
+        commands=RUN,
+    )
+    shutdown_timeout: float = setting(
+        30.0,
+        parse=_number(float, 0.0, 86400.0),
+        help="Seconds to let in-flight work finish on SIGTERM.",
+        commands=RUN,
+    )
+    retry_max_seconds: float = setting(
+        60.0,
+        parse=_number(float, 0.1, 86400.0),
+        help="Longest back-off between retries of a failed step.",
+    )
+
+    @property
+    def ledger_dir(self) -> Path:
+        return self.state_path.parent
+
+
+TABLE: dict[str, Spec] = {f.name: f.metadata["spec"] for f in fields(Settings)}
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
+
 
 ENV_PREFIX = "INGESTOR_"
 
 
 def _parse(name: str, value: Any, origin: str) -> Any:
+    spec = TABLE[name]
     try:
-        return _PARSERS[name](value)
+        return spec.parse(value)
     except (ValueError, TypeError) as exc:
-        choices = ""
-        parser = _PARSERS[name]
-        if isinstance(parser, type) and issubclass(parser, StrEnum):
-            choices = f" (choose from {', '.join(m.value for m in parser)})"
+        choices = f" (choose from {', '.join(spec.choices)})" if spec.choices else ""
         raise SettingsError(f"invalid {origin} for {name}: {exc}{choices}") from None
 
 
@@ -236,6 +313,17 @@ def load(
     cwd: Path | None = None,
 ) -> Settings:
     """Merge the sources, validate every value, fill the path defaults."""
+    return load_with_origins(flags, config=config, environ=environ, cwd=cwd)[0]
+
+
+def load_with_origins(
+    flags: Mapping[str, Any],
+    *,
+    config: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> tuple[Settings, dict[str, str]]:
+    """``load``, and where each value came from (``config show``): flag, environment, file, default."""
     environ = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
     origins: dict[str, str] = {}
@@ -243,28 +331,32 @@ def load(
         config = Path(environ[ENV_PREFIX + "CONFIG"])
     if config is not None:
         for key, value in read_toml(config).items():
-            if key not in _PARSERS:
+            if key not in TABLE:
                 raise SettingsError(f"unknown setting {key!r} in config file {config}")
             merged[key] = _parse(key, value, f"value in {config}")
-            origins[key] = str(config)
-    for key in _PARSERS:
+            origins[key] = f"file {config}"
+    for key in TABLE:
         env_key = ENV_PREFIX + key.upper()
         if env_key in environ:
             merged[key] = _parse(key, environ[env_key], f"environment {env_key}")
-            origins[key] = env_key
+            origins[key] = "env " + env_key
     for key, value in flags.items():
         if value is None:
             continue
-        if key not in _PARSERS:
+        if key not in TABLE:
             raise SettingsError(f"unknown setting {key!r}")
-        merged[key] = _parse(key, value, f"value of --{key.replace('_', '-')}")
-    return _finish(merged, cwd or Path.cwd())
+        flag = "--" + key.replace("_", "-")
+        merged[key] = _parse(key, value, f"value of {flag}")
+        origins[key] = "flag " + flag
+    for key in TABLE:
+        origins.setdefault(key, "default (beside the landing dir)" if key in PATHS else "default")
+    return _finish(merged, cwd or Path.cwd()), origins
 
 
 def _finish(values: dict[str, Any], cwd: Path) -> Settings:
     if "input" not in values:
         raise SettingsError("missing setting input: give --input DIR (or INGESTOR_INPUT)")
-    for key in ("input", "warehouse", "manifests", "state_path"):
+    for key in PATHS:
         if key in values:
             values[key] = Path(os.path.normpath(cwd / Path(os.path.expanduser(values[key]))))
     base = values["input"].parent
@@ -315,7 +407,7 @@ def _check_paths(s: Settings) -> None:
 def describe(s: Settings) -> dict[str, Any]:
     """The effective configuration as plain values (for ``config show``)."""
     out: dict[str, Any] = {}
-    for f in fields(s):
-        v = getattr(s, f.name)
-        out[f.name] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+    for name in TABLE:
+        v = getattr(s, name)
+        out[name] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
     return out

@@ -11,19 +11,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from typer._click.exceptions import ClickException, UsageError  # typer vendors click
 
+from ingestor import command
 from ingestor.logs import LEVELS, configure
 from sampler.limits import Limits
 from sampler.run import run as run_sampler
 from sampler.settings import Settings, parse_size
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-@app.callback()
-def _root() -> None:
-    """Follow the ingestor's manifest and write small same-format samples."""
+app = typer.Typer(**command.APP_STYLE)
+command.root(app, "sampler", "Follow the ingestor's manifest and write small same-format samples.")
 
 
 def _size(value: str) -> int:
@@ -103,22 +99,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    command = typer.main.get_command(app)
-    try:
-        result = command.main(
-            args=sys.argv[1:] if argv is None else argv, prog_name="sampler", standalone_mode=False
-        )
-    except UsageError as exc:
-        message = " ".join(exc.format_message().split()) or "missing command (try --help)"
-        print(f"sampler: error: {message}", file=sys.stderr)
-        return 2
-    except ClickException as exc:
-        print(f"sampler: error: {' '.join(exc.format_message().split())}", file=sys.stderr)
-        return int(exc.exit_code)
-    except typer.Abort:
-        print("sampler: aborted", file=sys.stderr)
-        return 1
-    return int(result) if isinstance(result, int) else 0
+    return command.main(app, "sampler", argv)
 
 
 if __name__ == "__main__":

@@ -18,18 +18,12 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from ingestor import logs
+from ingestor import command, logs
 from ingestor.settings import Settings, SettingsError, load
 from ingestor.units import human_bytes, parse_size
 from simulate import traffic
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    help="Generate real upstream traffic into a landing directory (demos, tests, benchmarks).",
-)
+app = command.group("Generate real upstream traffic into a landing directory (demos, tests, benchmarks).")
 
 
 def _size(value: Any) -> int:
@@ -197,7 +191,7 @@ def cross_fs(
         raise SettingsError(f"cross-fs: {landing} and {warehouse} are on the same filesystem")
     settings = _cross_fs_settings(landing, warehouse, log_level)
     logs.configure(settings.log_level.value)
-    rep = traffic.cross_fs(settings, count=count, size=size)
+    rep = traffic.cross_fs(settings, count=count, size=size, land=_land_once)
     if made_landing and not keep_landing and rep.left_in_landing == 0:
         shutil.rmtree(landing, ignore_errors=True)  # drained; only empty dirs are left in /dev/shm
     summary = rep.summary()
@@ -211,6 +205,15 @@ def cross_fs(
     )
     _emit(summary, line, json)
     raise typer.Exit(0 if rep.ok else 1)
+
+
+def _land_once(settings: Settings) -> int:
+    """`ingestor replay`'s landing, in this process (the CLI layer is where the daemon is run)."""
+    import asyncio
+
+    from ingestor.daemon import Daemon
+
+    return asyncio.run(Daemon(settings, one_shot=True).run())
 
 
 def _device(path: Path) -> int:

@@ -10,7 +10,6 @@ then pseudo-random bytes) unless the generator's point is duplicates.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import random
@@ -21,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingestor.daemon import Daemon
 from ingestor.manifest import ManifestRecord
 from ingestor.settings import Settings
 
@@ -277,20 +275,21 @@ def cross_fs(
     *,
     count: int = 10,
     size: int = 256 << 10,
-    land: Callable[[Settings], int] | None = None,
+    land: Callable[[Settings], int],
 ) -> CrossFsReport:
     """Drop ``count`` files into ``settings.input`` and land them once, as ``ingestor replay`` does.
 
     The landing dir and the warehouse should be on two filesystems: every
     file then takes the copy path (copy while hashing, fsync, rename, fsync
     the directory, only then unlink the source) instead of a rename.
-    ``land`` runs the one-shot landing and returns its exit code (default:
-    ``ingestor.daemon.Daemon(settings, one_shot=True)``).
+    ``land`` runs the one-shot landing and returns its exit code (the CLI
+    layer passes ``ingestor replay``'s: the traffic generators do not import
+    the daemon).
     """
     settings.warehouse.mkdir(parents=True, exist_ok=True)
     dropped = rename_tmp(settings.input, count=count, size=size, prefix="cross-fs")
     started = time.monotonic()
-    code = (land or _land_once)(settings)
+    code = land(settings)
     land_seconds = time.monotonic() - started
     landed = landed_bytes = 0
     want = dict(dropped.contents)
@@ -314,10 +313,6 @@ def cross_fs(
         exit_code=code,
         land_seconds=land_seconds,
     )
-
-
-def _land_once(settings: Settings) -> int:
-    return asyncio.run(Daemon(settings, one_shot=True).run())
 
 
 def _manifest_records(root: Path) -> list[ManifestRecord]:

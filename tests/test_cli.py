@@ -84,3 +84,71 @@ def test_empty_paths_of_the_read_only_commands(env: Env, command: str) -> None:
     res = run_ingestor(command, *args, timeout=60, cwd=env.root)
     assert res.returncode == 2, res.stderr
     one_error_line(res.stderr, "state_path", "empty")
+
+
+# ---------------------------------------------------------------- one settings table
+
+
+def test_every_setting_is_a_flag_of_run_and_config_show_with_its_env_var() -> None:
+    from ingestor.settings import TABLE
+
+    for command in (["run"], ["config", "show"]):
+        res = run_ingestor(*command, "--help", timeout=60)
+        assert res.returncode == 0, res.stderr
+        text = " ".join(res.stdout.split())
+        for name in TABLE:
+            assert f"--{name.replace('_', '-')}" in text, (command, name)
+            assert f"INGESTOR_{name.upper()}" in text, (command, name)
+
+
+def test_replay_takes_the_settings_the_table_gives_it() -> None:
+    from ingestor.settings import TABLE
+
+    text = " ".join(run_ingestor("replay", "--help", timeout=60).stdout.split())
+    for name, spec in TABLE.items():
+        assert (f"--{name.replace('_', '-')} " in text) == ("replay" in spec.commands), name
+
+
+@pytest.mark.parametrize(
+    ("name", "choices"),
+    [
+        ("mode", "stability|sidecar"),
+        ("watcher", "auto|inotify|watchdog|poll"),
+        ("on-duplicate", "quarantine|delete|keep"),
+        ("dedup", "content|path+content"),
+        ("log-level", "debug|info|warning|error"),
+    ],
+)
+def test_choices_are_shown_in_help_and_in_errors(env: Env, name: str, choices: str) -> None:
+    text = " ".join(run_ingestor("run", "--help", timeout=60).stdout.split())
+    assert f"--{name} [{choices}]" in text
+    res = run_ingestor("run", "--input", str(env.landing), f"--{name}", "nonsense", timeout=60)
+    assert res.returncode == 2
+    one_error_line(res.stderr, name.replace("-", "_"), "choose from " + choices.replace("|", ", "))
+
+
+def test_version_of_both_programs() -> None:
+    import subprocess
+    import sys
+
+    from ingestor import __version__
+
+    res = run_ingestor("--version", timeout=60)
+    assert (res.returncode, res.stdout.strip()) == (0, f"ingestor {__version__}")
+    res = subprocess.run(
+        [sys.executable, "-m", "sampler.cli", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert (res.returncode, res.stdout.strip()) == (0, f"sampler {__version__}")
+
+
+@pytest.mark.parametrize("args", [[], ["config"], ["simulate"]])
+def test_no_command_prints_the_help_and_exits_2(args: list[str]) -> None:
+    res = run_ingestor(*args, timeout=60)
+    assert res.returncode == 2
+    assert "Usage:" in res.stderr and "Commands:" in res.stderr
+
+
+def test_an_unknown_flag_is_one_line_exit_2(env: Env) -> None:
+    res = run_ingestor("run", "--input", str(env.landing), "--no-such-flag", timeout=60)
+    assert res.returncode == 2
+    one_error_line(res.stderr, "--no-such-flag")

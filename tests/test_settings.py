@@ -12,8 +12,8 @@ import pytest
 
 from ingestor.layout import DEFAULT_LAYOUT
 from ingestor.settings import (
-    _PARSERS,
     DEFAULT_CONCURRENCY,
+    TABLE,
     Dedup,
     LogLevel,
     Mode,
@@ -220,7 +220,7 @@ PATHS = ("input", "warehouse", "manifests", "state_path")
 
 
 def test_every_setting_has_an_invalid_case() -> None:
-    assert {name for name, _ in INVALID} | set(PATHS) == set(_PARSERS) == {f.name for f in fields(Settings)}
+    assert {name for name, _ in INVALID} | set(PATHS) == set(TABLE) == {f.name for f in fields(Settings)}
 
 
 @pytest.mark.parametrize(("name", "value"), INVALID)
@@ -228,7 +228,7 @@ def test_invalid_flag(cwd: Path, name: str, value: str) -> None:
     with pytest.raises(SettingsError) as info:
         settings(cwd, {name: value})
     msg = one_line_error(info, name, f"--{name.replace('_', '-')}")
-    if isinstance(_PARSERS[name], type) and name not in PATHS:
+    if TABLE[name].choices:
         assert "choose from" in msg
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from simulate import cli as simulate_cli
 from simulate import traffic
 from tests.conftest import ingestor_cmd, run_ingestor, sha256_file
 from tests.data_fs import shm_dir
@@ -255,7 +256,7 @@ def test_cross_fs_reports_what_did_not_land(tmp_path: Path) -> None:
         rep = traffic.cross_fs(settings, count=3, size=100, land=lambda s: 0)  # a landing that did nothing
         assert not rep.ok and rep.landed == 0 and rep.left_in_landing == 3
         assert rep.summary()["ok"] is False
-        rep = traffic.cross_fs(settings, count=2, size=100)
+        rep = traffic.cross_fs(settings, count=2, size=100, land=simulate_cli._land_once)
         assert rep.ok and rep.landed == 2 and rep.exit_code == 0
         assert rep.landing_fs.fstype == "tmpfs"
         assert hashlib.sha256(b"").hexdigest() not in rep.dropped.contents

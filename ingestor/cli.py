@@ -130,7 +130,7 @@ def _config(path: str | None) -> Path | None:
 
 
 def _run_daemon(settings: Settings, *, show_progress: bool = False, **kwargs: Any) -> int:
-    from ingestor.daemon import Daemon
+    from ingestor.lifecycle import Daemon
 
     logs.configure(settings.log_level.value)
     progress: Progress | None = None

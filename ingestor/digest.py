@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from ingestor import faults
 from ingestor.errors import BadInput, Gone, Stopping, from_oserror
-from ingestor.fsops import OPEN_DATA, TempDir, open_beneath, start_writeback, wait_writeback
+from ingestor.fsops import OPEN_DATA, TempDir, open_beneath, start_writeback, wait_writeback, write_all
 from ingestor.records import Candidate, Hashed, Identity
 
 BUFFER_SIZE = 1 << 20
@@ -211,12 +211,10 @@ def _pread(fd: int, buf: bytearray, offset: int, name: str) -> int:
 
 
 def _write_all(fd: int, data: memoryview, name: str) -> None:
-    while data:
-        try:
-            n = os.write(fd, data)
-        except OSError as exc:
-            raise from_oserror("copy", name, exc, source=False) from exc
-        data = data[n:]
+    try:
+        write_all(fd, data)
+    except OSError as exc:
+        raise from_oserror("copy", name, exc, source=False) from exc
 
 
 def hash_at(dir_fd: int, name: str) -> str | None:

@@ -33,6 +33,7 @@ _RESOLVE_BENEATH = 0x08
 _RENAME_NOREPLACE = 1
 
 PATH_MAX = 4096  # bytes of a path the kernel takes whole, its NUL included (Linux)
+TOO_LONG = f"its path is longer than {PATH_MAX} bytes: nothing there can ever be landed"
 
 OPEN_DATA = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -180,8 +181,12 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def is_regular(st: os.stat_result | None) -> bool:
-    return st is not None and stat_mod.S_ISREG(st.st_mode)
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """``os.write`` until all of ``data`` is written (a write may be short)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
 
 
 def makedirs_durable(root: Path, rel_dir: str) -> list[Path]:

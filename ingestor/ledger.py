@@ -41,12 +41,11 @@ from ingestor import faults
 from ingestor import layout as layout_mod
 from ingestor.errors import Fatal, Retryable
 from ingestor.manifest import manifest_rel_for
-from ingestor.plan import OPEN_SQL, Dests, PlanPolicy, PlanResult, content_key, plan_batch
-from ingestor.records import Action, Hashed, Identity, Record, State, Status
+from ingestor.plan import Dests, PlanPolicy, PlanResult, content_key, plan_batch
+from ingestor.records import OPEN_SQL, Action, Hashed, Identity, Record, State, Status
 from ingestor.settings import Dedup
 
 T = TypeVar("T")
-_OPEN = OPEN_SQL
 MAX_GROUP = 1024
 # SQLite checkpoints the WAL past WAL_PAGES pages (1 MiB; its default, 4 MiB, was never
 # reached on a small ledger volume, which the WAL then filled for good) and a
@@ -79,14 +78,13 @@ CREATE TABLE IF NOT EXISTS files(
     ctime_ns INTEGER NOT NULL DEFAULT 0  -- last: where ALTER TABLE puts it in older ledgers
 );
 CREATE UNIQUE INDEX IF NOT EXISTS files_dest ON files(dest_rel)
-    WHERE dest_rel IS NOT NULL AND state != 'abandoned';
+    WHERE dest_rel IS NOT NULL AND state != '{State.ABANDONED}';
 -- one live row per identity: the insert of a plan is itself the claim
-DROP INDEX IF EXISTS files_live_identity;
 CREATE UNIQUE INDEX IF NOT EXISTS files_live ON files(inode, device, size, mtime_ns)
-    WHERE state IN {_OPEN} OR action = 'kept';
-CREATE INDEX IF NOT EXISTS files_open ON files(owner) WHERE state IN {_OPEN};
+    WHERE state IN {OPEN_SQL} OR action = '{Action.KEPT}';
+CREATE INDEX IF NOT EXISTS files_open ON files(owner) WHERE state IN {OPEN_SQL};
 CREATE INDEX IF NOT EXISTS files_problem ON files(state, status, note)
-    WHERE state = 'abandoned' OR status = 'duplicate';
+    WHERE state = '{State.ABANDONED}' OR status = '{Status.DUPLICATE}';
 CREATE TABLE IF NOT EXISTS content(key BLOB PRIMARY KEY, id TEXT NOT NULL) WITHOUT ROWID;
 """
 
@@ -102,10 +100,6 @@ class MovedUpdate:
     manifest_floor: int
     # set when the file changed between hashing and the end of its move
     changed: tuple[Identity, str] | None = None
-
-
-def _b(path: str | None) -> bytes | None:
-    return None if path is None else os.fsencode(path)
 
 
 def _s(blob: bytes | None) -> str | None:
@@ -185,7 +179,7 @@ def unknown_keys(
                 f"WITH v(j, i, d, s, m) AS (VALUES {marks}) SELECT v.j FROM v WHERE NOT EXISTS ("
                 "SELECT 1 FROM files f WHERE f.inode = v.i AND f.device = v.d "
                 "AND f.size = v.s AND f.mtime_ns = v.m "
-                f"AND (f.state IN {_OPEN} OR f.action = 'kept'))",
+                f"AND (f.state IN {OPEN_SQL} OR f.action = '{Action.KEPT}'))",
                 params,
             ).fetchall()
             out.extend(r[0] for r in rows)
@@ -266,7 +260,6 @@ class Ledger:
         # commit statistics, written by the writer thread only
         self.commits = 0
         self.last_group = 0
-        self.last_commit_seconds = 0.0
         self.commit_observer: Callable[[int, float], None] | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -508,7 +501,7 @@ class Ledger:
         def op(conn: sqlite3.Connection) -> None:
             now = time.time_ns()
             conn.executemany(
-                "UPDATE files SET state='moved', manifest_floor=?, updated_ns=? WHERE id=?",
+                f"UPDATE files SET state='{State.MOVED}', manifest_floor=?, updated_ns=? WHERE id=?",
                 [(u.manifest_floor, now, u.id) for u in updates],
             )
             for u in updates:
@@ -553,7 +546,8 @@ class Ledger:
         def op(conn: sqlite3.Connection) -> None:
             now = time.time_ns()
             conn.executemany(
-                "UPDATE files SET state='manifested', updated_ns=? WHERE id=?", [(now, i) for i in ids]
+                f"UPDATE files SET state='{State.MANIFESTED}', updated_ns=? WHERE id=?",
+                [(now, i) for i in ids],
             )
 
         self.call(op)
@@ -563,7 +557,7 @@ class Ledger:
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "UPDATE files SET state='abandoned', note=?, updated_ns=? WHERE id=?",
+                f"UPDATE files SET state='{State.ABANDONED}', note=?, updated_ns=? WHERE id=?",
                 (note, time.time_ns(), rec_id),
             )
             conn.execute("DELETE FROM content WHERE id=?", (rec_id,))
@@ -578,9 +572,10 @@ class Ledger:
             base = layout_mod.without_suffix(rec.dest_rel or "", rec.sha256)
             dest = Dests(conn, policy.warehouse, check_disk=True).unique(base, rec.sha256, first=1)
             conn.execute(
-                "UPDATE files SET dest_rel=?, updated_ns=? WHERE id=?", (_b(dest), time.time_ns(), rec.id)
+                "UPDATE files SET dest_rel=?, updated_ns=? WHERE id=?",
+                (os.fsencode(dest), time.time_ns(), rec.id),
             )
-            return _replace(rec, dest_rel=dest)
+            return dataclasses.replace(rec, dest_rel=dest)
 
         return self.call(op)
 
@@ -597,7 +592,7 @@ class Ledger:
                     "UPDATE files SET manifest_rel=?, ingested_ns=?, manifest_floor=?, updated_ns=? WHERE id=?",
                     (rel, now, floor, now, r.id),
                 )
-                out.append(_replace(r, manifest_rel=rel, ingested_ns=now, manifest_floor=floor))
+                out.append(dataclasses.replace(r, manifest_rel=rel, ingested_ns=now, manifest_floor=floor))
             return out
 
         return self.call(op)
@@ -608,9 +603,10 @@ class Ledger:
 
         def op(conn: sqlite3.Connection) -> list[Record]:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM files WHERE owner=? AND state IN {_OPEN} ORDER BY id", (dead_owner,)
+                f"SELECT {_COLUMNS} FROM files WHERE owner=? AND state IN {OPEN_SQL} ORDER BY id",
+                (dead_owner,),
             ).fetchall()
-            conn.execute(f"UPDATE files SET owner=? WHERE owner=? AND state IN {_OPEN}", (me, dead_owner))
+            conn.execute(f"UPDATE files SET owner=? WHERE owner=? AND state IN {OPEN_SQL}", (me, dead_owner))
             return [_record(r) for r in rows]
 
         return self.call(op)
@@ -620,7 +616,7 @@ class Ledger:
         return self.reader().execute("SELECT 1 FROM files WHERE id = ?", (rec_id,)).fetchone() is not None
 
     def open_owners(self) -> set[str]:
-        rows = self.reader().execute(f"SELECT DISTINCT owner FROM files WHERE state IN {_OPEN}").fetchall()
+        rows = self.reader().execute(f"SELECT DISTINCT owner FROM files WHERE state IN {OPEN_SQL}").fetchall()
         return {r[0] for r in rows}
 
     def unfinished(self) -> list[Record]:
@@ -628,12 +624,9 @@ class Ledger:
         rows = (
             self.reader()
             .execute(
-                f"SELECT {_COLUMNS} FROM files WHERE owner=? AND state IN {_OPEN} ORDER BY id", (self.owner,)
+                f"SELECT {_COLUMNS} FROM files WHERE owner=? AND state IN {OPEN_SQL} ORDER BY id",
+                (self.owner,),
             )
             .fetchall()
         )
         return [_record(r) for r in rows]
-
-
-def _replace(rec: Record, **changes: Any) -> Record:
-    return dataclasses.replace(rec, **changes)

@@ -45,6 +45,7 @@ import orjson
 
 from ingestor import __version__, faults
 from ingestor.errors import Retryable, from_oserror
+from ingestor.fsops import fsync_dir, makedirs_durable, write_all
 from ingestor.records import Action, Record, Status
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -339,13 +340,13 @@ class ManifestWriter:
         """
         data = b"".join(lines)
         try:
-            return self._append(self.root / rel, data)
+            return self._append(rel, data)
         except OSError as exc:
             raise from_oserror("append to manifest", str(self.root / rel), exc, source=False) from exc
 
-    def _append(self, path: Path, data: bytes) -> int:
+    def _append(self, rel: str, data: bytes) -> int:
         with self._mutex:
-            fd = _open_append(path)
+            fd = _open_append(self.root, rel)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 before = _repair_tail(fd)
@@ -353,9 +354,9 @@ class ManifestWriter:
                     if faults.ACTIVE and faults.ACTIVE.fire("manifest_write") == "torn":
                         cut = max(1, len(data) // 2)
                         cut -= data[cut - 1 : cut] == b"\n" and cut > 1  # tear inside a line
-                        _write_all(fd, data[:cut])
+                        write_all(fd, data[:cut])
                         faults.kill_now()
-                    _write_all(fd, data)
+                    write_all(fd, data)
                     os.fsync(fd)
                     if faults.ACTIVE:
                         faults.ACTIVE.hit("after_manifest_fsync")
@@ -390,36 +391,15 @@ class ManifestWriter:
         return found
 
 
-def _open_append(path: Path) -> int:
+def _open_append(root: Path, rel: str) -> int:
     flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
-        return os.open(path, flags, 0o644)
+        return os.open(root / rel, flags, 0o644)
     except FileNotFoundError:
-        _makedirs_durable(path.parent)
-        return os.open(path, flags, 0o644)
-
-
-def _makedirs_durable(directory: Path) -> None:
-    """mkdir -p, then fsync the parent of every directory it made."""
-    missing: list[Path] = []
-    d = directory
-    while not d.exists():
-        missing.append(d)
-        d = d.parent
-    for m in reversed(missing):
-        try:
-            os.mkdir(m)
-        except FileExistsError:
-            continue
-        fsync_dir(m.parent)
-
-
-def fsync_dir(path: Path | str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        root.mkdir(parents=True, exist_ok=True)
+        for parent in makedirs_durable(root, os.path.dirname(rel)):  # never through a symlink
+            fsync_dir(parent)
+        return os.open(root / rel, flags, 0o644)
 
 
 def _repair_tail(fd: int) -> int:
@@ -431,10 +411,3 @@ def _repair_tail(fd: int) -> int:
     os.ftruncate(fd, keep)
     os.fsync(fd)
     return keep
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]

@@ -36,11 +36,10 @@ from typing import Any
 import ulid
 
 from ingestor import layout as layout_mod
-from ingestor.records import Action, Hashed, Identity, Record, State, Status
+from ingestor.records import OPEN_SQL, Action, Hashed, Identity, Record, State, Status
 from ingestor.settings import Dedup, OnDuplicate
 
 DUPLICATES_DIR = "_duplicates"
-OPEN_SQL = "('hashed','moved')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +240,7 @@ def _live(conn: sqlite3.Connection, ident: Identity) -> bool:
     return (
         conn.execute(
             "SELECT 1 FROM files WHERE inode=? AND device=? AND size=? AND mtime_ns=? "
-            f"AND (state IN {OPEN_SQL} OR action = 'kept')",
+            f"AND (state IN {OPEN_SQL} OR action = '{Action.KEPT}')",
             (ident.inode, ident.device, ident.size, ident.mtime_ns),
         ).fetchone()
         is not None
@@ -316,7 +315,7 @@ class Dests:
     def _planned_at(self, raw: bytes) -> bool:
         return (
             self.conn.execute(
-                "SELECT 1 FROM files WHERE dest_rel = ? AND state != 'abandoned'", (raw,)
+                f"SELECT 1 FROM files WHERE dest_rel = ? AND state != '{State.ABANDONED}'", (raw,)
             ).fetchone()
             is not None
         )
@@ -331,8 +330,8 @@ class Dests:
     def _planned_at_or_below(self, raw: bytes) -> bool:
         """A file planned at rel or below rel/: two index seeks in one statement."""
         row = self.conn.execute(
-            "SELECT EXISTS(SELECT 1 FROM files WHERE dest_rel = ? AND state != 'abandoned') "
-            "OR EXISTS(SELECT 1 FROM files WHERE dest_rel >= ? AND dest_rel < ? AND state != 'abandoned')",
+            f"SELECT EXISTS(SELECT 1 FROM files WHERE dest_rel = ? AND state != '{State.ABANDONED}') "
+            f"OR EXISTS(SELECT 1 FROM files WHERE dest_rel >= ? AND dest_rel < ? AND state != '{State.ABANDONED}')",
             (raw, raw + b"/", raw + b"0"),  # "0" is the byte after "/": [rel/, rel0) is what lies below rel
         ).fetchone()
         return bool(row[0])

@@ -34,10 +34,11 @@ from ingestor.errors import Fatal
 from ingestor.fsops import TempDir
 from ingestor.ledger import Ledger
 from ingestor.manifest import ManifestWriter
+from ingestor.outcome import Outcome
 from ingestor.plan import PlanPolicy
-from ingestor.records import Candidate, Record
+from ingestor.records import Candidate
 from ingestor.settings import Mode, Settings
-from ingestor.worker import Outcome, Worker
+from ingestor.worker import Worker
 
 _PR_SET_PDEATHSIG = 1
 _QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
@@ -110,11 +111,6 @@ def land(batch: list[Candidate]) -> Outcome:
     return _worker.land(batch)
 
 
-def finish(records: list[Record]) -> Outcome:
-    assert _worker is not None
-    return _worker.finish(records, recovering=True)
-
-
 class Landers:
     """The pool of lander processes (``spawn``: no thread state of the parent is copied)."""
 
@@ -129,7 +125,6 @@ class Landers:
         self._ctx = multiprocessing.get_context("spawn")
         self.stop = self._ctx.Event()
         self.pool = self._make()
-        self.restarts = 0
         # Start the children now, not at the first batch: spawning and importing
         # take about a second, which would otherwise fall on the first files.
         try:
@@ -161,7 +156,6 @@ class Landers:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.pool = self._make()
         self._warm()
-        self.restarts += 1
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=True)

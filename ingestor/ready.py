@@ -42,7 +42,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ingestor.fsops import PATH_MAX, longer_than, rel_room
+from ingestor.fsops import TOO_LONG, longer_than, rel_room
+from ingestor.outcome import stat_key
 from ingestor.records import Candidate
 from ingestor.settings import Mode
 
@@ -124,7 +125,6 @@ class Readiness:
         self._wake = asyncio.Event()
         self.ready_event = asyncio.Event()
         self.progress = asyncio.Event()  # set whenever a round of judging ends
-        self.checks = 0
 
     # ------------------------------------------------------------ filters
 
@@ -169,7 +169,7 @@ class Readiness:
             return
         if target in self.pending or target in self.ready or target in self.busy:
             return
-        if self.settled.get(target) == settle_key(st):
+        if self.settled.get(target) == stat_key(st):
             return
         now = self.clock()
         if self.mode is Mode.SIDECAR:
@@ -186,7 +186,7 @@ class Readiness:
         Reported again only if it changes; in one-shot mode it counts as a
         file that could not be landed.
         """
-        if self.settle(rel, settle_key(st) if st is not None else (-1, -1, -1, -1)):
+        if self.settle(rel, stat_key(st) if st is not None else (-1, -1, -1, -1)):
             self.log.warning("file_rejected", path=str(self.landing / rel), cause=cause)
             self.count_problem("bad_input")
             self.failed += 1
@@ -291,7 +291,7 @@ class Readiness:
         if isinstance(sc, OSError):
             sc = None
         if st is not None and not stat_mod.S_ISREG(st.st_mode):
-            if self.settle(rel, settle_key(st)):
+            if self.settle(rel, stat_key(st)):
                 self.log.warning("file_rejected", path=str(self.landing / rel), cause=_kind(st.st_mode))
                 self.count_problem("bad_input")
             return Verdict.DROP, 0.0, None
@@ -353,7 +353,6 @@ class Readiness:
             if due:
                 checked_due = {rel: p.due for rel, p in due}
                 stats = await loop.run_in_executor(None, self._stat_many, [rel for rel, _ in due])
-                self.checks += len(due)
                 now = self.clock()
                 for (rel, checked), (st, sc) in zip(due, stats, strict=True):
                     p = self.pending.get(rel)
@@ -430,10 +429,6 @@ async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
         return False
 
 
-def settle_key(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 _Stat = os.stat_result | OSError | None
 
 
@@ -452,6 +447,3 @@ def _lstat_or_error(path: str) -> _Stat:
         return None
     except OSError as exc:
         return exc
-
-
-TOO_LONG = f"its path is longer than {PATH_MAX} bytes: nothing there can ever be landed"

@@ -28,6 +28,14 @@ class State(StrEnum):
 OPEN_STATES = (State.HASHED, State.MOVED)
 
 
+def sql_in(*values: StrEnum) -> str:
+    """``('hashed','moved')``: an SQL list of enum values, for the ledger's queries."""
+    return "(" + ",".join(f"'{v.value}'" for v in values) + ")"
+
+
+OPEN_SQL = sql_in(*OPEN_STATES)  # the states of a record still in flight
+
+
 class Status(StrEnum):
     """What the manifest says of a file."""
 
@@ -121,7 +129,7 @@ class Record:
     temp: str | None = None  # this process only: the copy made while hashing
 
 
-def _fast_pickle(cls: type) -> None:
+def fast_pickle(cls: type) -> None:
     """Pickle ``cls`` as its constructor and field values, in one C call.
 
     Lander processes (``--processes``) send every batch's records back to the
@@ -138,4 +146,4 @@ def _fast_pickle(cls: type) -> None:
 
 
 for _cls in (Identity, Candidate, Hashed, Record):
-    _fast_pickle(_cls)
+    fast_pickle(_cls)

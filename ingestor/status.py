@@ -30,13 +30,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ingestor.ledger import connect
 from ingestor.manifest import encode_path, rfc3339
-from ingestor.records import State, Status
+from ingestor.records import OPEN_SQL, State, Status
 from ingestor.settings import SettingsError
 from ingestor.units import human_bytes
 
 WINDOWS = (("last_minute", 60), ("last_hour", 3600))
 # a literal, as in the index's WHERE: a partial index is used only when the planner sees the same terms
-_OPEN = "(" + ",".join(f"'{s.value}'" for s in (State.HASHED, State.MOVED)) + ")"
 WAITING_NOTE = (
     "files waiting for stability or a sidecar are not in the ledger; "
     "a running daemon reports them (ingestor_files_waiting, `status --metrics-port`)"
@@ -94,12 +93,14 @@ def _read(conn: sqlite3.Connection, now: int) -> dict[str, Any]:
     total = conn.execute("SELECT count(*) FROM files").fetchone()[0]
     # the partial index files_open: open rows only
     by_state = {s.value: 0 for s in State}
-    for state, n in conn.execute(f"SELECT state, count(*) FROM files WHERE state IN {_OPEN} GROUP BY state"):
+    for state, n in conn.execute(
+        f"SELECT state, count(*) FROM files WHERE state IN {OPEN_SQL} GROUP BY state"
+    ):
         by_state[state] = n
     # duplicates and abandoned rows, through the partial index files_problem
     problems = conn.execute(
         "SELECT state, status, note, count(*), max(id) FROM files "
-        "WHERE state = 'abandoned' OR status = 'duplicate' GROUP BY state, status, note"
+        f"WHERE state = '{State.ABANDONED}' OR status = '{Status.DUPLICATE}' GROUP BY state, status, note"
     ).fetchall()
     manifested_dup = sum(
         n for st, stat, _, n, _ in problems if st == State.MANIFESTED and stat == Status.DUPLICATE
@@ -122,19 +123,19 @@ def _read(conn: sqlite3.Connection, now: int) -> dict[str, Any]:
     by_state[State.MANIFESTED] = total - sum(v for k, v in by_state.items() if k != State.MANIFESTED)
     # the oldest open row: open rows only (``+id``: sort those few, not walk the primary key)
     oldest = conn.execute(
-        f"SELECT id, state, source_rel, ingested_ns FROM files WHERE state IN {_OPEN} ORDER BY +id LIMIT 1"
+        f"SELECT id, state, source_rel, ingested_ns FROM files WHERE state IN {OPEN_SQL} ORDER BY +id LIMIT 1"
     ).fetchone()
     # the newest landed row: the primary key backwards, stops at the first match
     last = conn.execute(
         "SELECT id, source_rel, dest_rel, size, sha256, ingested_ns FROM files "
-        "WHERE state = 'manifested' AND status = 'ingested' ORDER BY id DESC LIMIT 1"
+        f"WHERE state = '{State.MANIFESTED}' AND status = '{Status.INGESTED}' ORDER BY id DESC LIMIT 1"
     ).fetchone()
     landed = {}
     for name, seconds in WINDOWS:
         cutoff = now - seconds * 1_000_000_000
         n, nbytes = conn.execute(
             "SELECT count(*), coalesce(sum(size), 0) FROM files "
-            "WHERE id >= ? AND state = 'manifested' AND status = 'ingested' AND ingested_ns >= ?",
+            f"WHERE id >= ? AND state = '{State.MANIFESTED}' AND status = '{Status.INGESTED}' AND ingested_ns >= ?",
             (_min_ulid(cutoff), cutoff),
         ).fetchone()
         landed[name] = {"files": n, "bytes": nbytes}

@@ -50,6 +50,7 @@ from ingestor.errors import IngestError
 from ingestor.fsops import OPEN_DATA, OPEN_DIR, TempDir, open_beneath
 from ingestor.ledger import connect
 from ingestor.manifest import MANIFEST_NAME, ManifestError, ManifestRecord, iter_lines
+from ingestor.records import OPEN_SQL, State, Status
 from ingestor.verify_report import Report, render_json, render_text
 
 HASH_THREADS = 2
@@ -475,21 +476,24 @@ class _Audit:
         )
         self._each(
             "duplicate_content",
-            "SELECT sha, src, count(DISTINCT id) FROM line WHERE status = 'ingested' "
+            f"SELECT sha, src, count(DISTINCT id) FROM line WHERE status = '{Status.INGESTED}' "
             f"GROUP BY {'sha, src' if self.path_mode else 'sha'} HAVING count(DISTINCT id) > 1",
             lambda r: {
                 "sha256": r[0].hex(),
                 "ingested": r[2],
                 "ids": self._ids(
-                    "sha = ? AND status = 'ingested' AND (src = ? OR NOT ?)", r[0], r[1], self.path_mode
+                    f"sha = ? AND status = '{Status.INGESTED}' AND (src = ? OR NOT ?)",
+                    r[0],
+                    r[1],
+                    self.path_mode,
                 ),
             },
         )
         self._each(
             "duplicate_mismatch",
             "SELECT d.id, d.dup_of, d.mf, d.off, o.id FROM line d "
-            "LEFT JOIN line o ON o.id = d.dup_of AND o.status = 'ingested' "
-            "WHERE d.status = 'duplicate' AND (o.id IS NULL OR o.sha != d.sha)",
+            f"LEFT JOIN line o ON o.id = d.dup_of AND o.status = '{Status.INGESTED}' "
+            f"WHERE d.status = '{Status.DUPLICATE}' AND (o.id IS NULL OR o.sha != d.sha)",
             lambda r: {
                 "id": r[0],
                 "duplicate_of": r[1],
@@ -505,13 +509,13 @@ class _Audit:
         )
         self._each(
             "unfinished_record",
-            "SELECT id, owner FROM rec WHERE state IN ('hashed', 'moved')",
+            f"SELECT id, owner FROM rec WHERE state IN {OPEN_SQL}",
             self._unfinished,
             keep=lambda r: (live := self._live(r[0])) is not None and live[0] in ("hashed", "moved"),
         )
         self._each(
             "ledger_without_line",
-            "SELECT id, mrel, dest FROM rec r WHERE state = 'manifested' "
+            f"SELECT id, mrel, dest FROM rec r WHERE state = '{State.MANIFESTED}' "
             "AND NOT EXISTS (SELECT 1 FROM line l WHERE l.id = r.id)",
             lambda r: {
                 "id": r[0],
@@ -529,7 +533,7 @@ class _Audit:
             "ledger_mismatch",
             "SELECT l.id, l.mf, l.off, r.state, l.status, r.status, lower(hex(l.sha)), lower(hex(r.sha)), "
             "l.size, r.size, l.rel, r.dest, m.rel, r.mrel, l.dup_of, r.dup_of FROM line l JOIN rec r ON r.id = l.id "
-            "JOIN mfile m ON m.idx = l.mf WHERE l.late = 0 AND (r.state = 'abandoned' "
+            f"JOIN mfile m ON m.idx = l.mf WHERE l.late = 0 AND (r.state = '{State.ABANDONED}' "
             "OR l.status != r.status OR l.sha IS NOT r.sha OR l.size != r.size OR l.rel IS NOT r.dest "
             "OR m.rel IS NOT r.mrel OR l.dup_of IS NOT r.dup_of)",
             self._mismatch,
@@ -546,7 +550,7 @@ class _Audit:
         if self._size(r[0]) < 0:
             return False
         live = self.ledger.execute(
-            "SELECT id, state FROM files WHERE dest_rel = ? AND state != 'abandoned'", (r[0],)
+            f"SELECT id, state FROM files WHERE dest_rel = ? AND state != '{State.ABANDONED}'", (r[0],)
         ).fetchone()
         if live is None:
             return True

@@ -1,10 +1,10 @@
 """Worker: one batch of candidates through digest → ledger → move → manifest.
 
 ``land`` is the whole path of a batch, in commit order; it runs in a worker
-thread and blocks on the ledger's group commits, so concurrent batches share
-transactions. ``finish`` is its second half (records already HASHED or
-MOVED), and it is what recovery and retries re-enter: there is no second copy
-of the protocol.
+thread (or a lander process) and blocks on the ledger's group commits, so
+concurrent batches share transactions. ``finish`` is its second half
+(records already HASHED or MOVED), and it is what recovery and retries
+re-enter: there is no second copy of the protocol.
 
 1. digest every candidate (``digest.py``) — identities in flight elsewhere or
    kept as duplicates are skipped before their bytes are read;
@@ -15,10 +15,11 @@ of the protocol.
    while it landed (its new hash goes in the ledger before its line);
 4. append their manifest lines (fsync) and record MANIFESTED.
 
-Per-file problems never fail the batch: they come back in the ``Outcome`` for
-the daemon to re-hint, back off or report. A failure of a shared step (a
-commit, a directory fsync, the manifest append) leaves the records in their
-recorded state; ``Outcome.unfinished`` hands them back for ``finish`` later.
+Per-file problems never fail the batch: every file comes back as one
+``FileResult`` (``outcome.py``) saying what happens to it next. A failure of
+a shared step (a commit, a directory fsync, the manifest append) leaves the
+records in their recorded state; they come back ``UNFINISHED``, each as the
+ledger now holds it, for ``finish`` later.
 """
 
 from __future__ import annotations
@@ -27,40 +28,21 @@ import os
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ingestor import faults, logs
 from ingestor.digest import digest
 from ingestor.errors import BadInput, Gone, IngestError, Retryable, Stopping, from_oserror
-from ingestor.fsops import PATH_MAX, TempDir, longer_than, rel_room, replaced
+from ingestor.fsops import PATH_MAX, TOO_LONG, TempDir, longer_than, rel_room, replaced
 from ingestor.layout import render, with_suffix
 from ingestor.ledger import Ledger, MovedUpdate
 from ingestor.manifest import LATE_APPEND_SECONDS, ManifestRecord, ManifestWriter, hour_end_ns
 from ingestor.move import Moved, Mover
-from ingestor.plan import DUPLICATES_DIR, Defer, PlanPolicy, Skip
-from ingestor.ready import TOO_LONG, settle_key
+from ingestor.outcome import Outcome, Then, stat_key
+from ingestor.plan import DUPLICATES_DIR, Defer, PlanPolicy
 from ingestor.records import Candidate, Hashed, Identity, Record, State, Status
-
-
-@dataclass(slots=True)
-class Outcome:
-    done: list[Record] = field(default_factory=list)  # manifested now
-    skipped: list[Candidate] = field(default_factory=list)  # in flight elsewhere, or kept
-    deferred: list[Candidate] = field(default_factory=list)  # same content still in flight
-    changed: list[str] = field(default_factory=list)  # rel paths to look at again
-    vanished: list[str] = field(default_factory=list)
-    bad: list[tuple[Candidate, BadInput]] = field(default_factory=list)
-    # rel → (inode, size, mtime, ctime): bad input and dry-run reports, not to look at again
-    settle: list[tuple[str, tuple[int, int, int, int]]] = field(default_factory=list)
-    failed: list[tuple[Candidate, IngestError]] = field(default_factory=list)  # before planning
-    unfinished: list[Record] = field(default_factory=list)  # planned; a later step failed
-    error: IngestError | None = None  # why `unfinished` is not empty
-    stopped: list[Candidate] = field(default_factory=list)  # not started: shutting down
-    dry_run: list[Hashed] = field(default_factory=list)
-    abandoned: set[str] = field(default_factory=set)  # record ids made final as abandoned
-    landing_replaced: str | None = None  # why nothing of the batch was started (fsops.replaced)
 
 
 class Worker:
@@ -106,52 +88,41 @@ class Worker:
         # of the directory that is at the path
         out.landing_replaced = replaced(self.landing, self.landing_fd)
         if out.landing_replaced is not None:
-            out.stopped.extend(batch)
+            for cand in batch:
+                out.add(cand.rel, Then.STOPPED)
             return out
         hashed: list[Hashed] = []
         for i, cand in enumerate(batch):
             if self.stop.is_set():
-                out.stopped.extend(batch[i:])
+                for rest in batch[i:]:
+                    out.add(rest.rel, Then.STOPPED)
                 break
             try:
                 h = self._digest(cand)
             except Stopping:
-                out.stopped.extend(batch[i:])
+                for rest in batch[i:]:
+                    out.add(rest.rel, Then.STOPPED)
                 break
             except Gone as exc:
-                (out.vanished if exc.cause == "vanished" else out.changed).append(cand.rel)
+                out.add(cand.rel, Then.VANISHED if exc.cause == "vanished" else Then.CHANGED)
                 continue
             except BadInput as exc:
-                out.bad.append((cand, exc))
-                self._settle(out, cand.rel)
+                out.add(cand.rel, Then.REJECTED, error=exc, key=self._key(cand.rel))
                 continue
             except Retryable as exc:
-                out.failed.append((cand, exc))
+                out.add(cand.rel, Then.BACK_OFF, error=exc)
                 continue
             except OSError as exc:
-                out.failed.append((cand, from_oserror("read", cand.rel, exc, source=False)))
+                out.add(cand.rel, Then.BACK_OFF, error=from_oserror("read", cand.rel, exc, source=False))
                 continue
             if h is None:
-                out.skipped.append(cand)
+                out.add(cand.rel, Then.SKIPPED)
             else:
                 hashed.append(h)
         if not hashed:
             return out
         if self.dry_run:
-            out.dry_run = hashed
-            for h in hashed:
-                self.log.info(
-                    "file_would_land",
-                    path=str(self.landing / h.candidate.rel),
-                    warehouse_path=str(
-                        self.warehouse / render(self.policy.layout, h.candidate.rel, time.time_ns(), h.sha256)
-                    ),
-                    sha256=h.sha256,
-                    bytes=h.identity.size,
-                )
-                if h.temp is not None:
-                    self.tmp.remove(h.temp)
-                self._settle(out, h.candidate.rel)
+            self._report(hashed, out)
             return out
         if faults.ACTIVE:
             faults.ACTIVE.hit("before_plan")
@@ -160,9 +131,8 @@ class Worker:
             plans = self.ledger.plan(hashed, self.policy, self.manifest.size)
         except Retryable as exc:
             for h in hashed:
-                if h.temp is not None:
-                    self.tmp.remove(h.temp)
-                out.failed.append((h.candidate, exc))
+                self._drop_temp(h)
+                out.add(h.candidate.rel, Then.BACK_OFF, error=exc)
             return out
         if faults.ACTIVE:
             faults.ACTIVE.hit("after_plan")
@@ -171,20 +141,35 @@ class Worker:
             if isinstance(plan, Record):
                 records.append(plan)
                 continue
-            if h.temp is not None:
-                self.tmp.remove(h.temp)
-            if isinstance(plan, Defer):
-                out.deferred.append(h.candidate)
-            elif isinstance(plan, Skip):
-                out.skipped.append(h.candidate)
-        self.finish(records, out=out)
+            self._drop_temp(h)
+            out.add(h.candidate.rel, Then.DEFER if isinstance(plan, Defer) else Then.SKIPPED)
+        out.files += self.finish(records).files
         return out
 
-    def _settle(self, out: Outcome, rel: str) -> None:
+    def _report(self, hashed: list[Hashed], out: Outcome) -> None:
+        """Dry run: say where each file would land; move nothing."""
+        for h in hashed:
+            self.log.info(
+                "file_would_land",
+                path=str(self.landing / h.candidate.rel),
+                warehouse_path=str(
+                    self.warehouse / render(self.policy.layout, h.candidate.rel, time.time_ns(), h.sha256)
+                ),
+                sha256=h.sha256,
+                bytes=h.identity.size,
+            )
+            self._drop_temp(h)
+            out.add(h.candidate.rel, Then.REPORTED, key=self._key(h.candidate.rel))
+
+    def _drop_temp(self, h: Hashed) -> None:
+        if h.temp is not None:
+            self.tmp.remove(h.temp)
+
+    def _key(self, rel: str) -> tuple[int, int, int, int] | None:
         try:
-            out.settle.append((rel, settle_key(os.lstat(self.landing / rel))))
+            return stat_key(os.lstat(self.landing / rel))
         except OSError:
-            pass  # gone: nothing to remember
+            return None  # gone: nothing to remember
 
     def _digest(self, cand: Candidate) -> Hashed | None:
         """Hash a candidate, or None when its identity is already in flight or kept."""
@@ -232,14 +217,12 @@ class Worker:
 
     # ------------------------------------------------------------ second half
 
-    def finish(
-        self, records: list[Record], *, out: Outcome | None = None, recovering: bool = False
-    ) -> Outcome:
-        """HASHED → MOVED → MANIFESTED for planned records; re-entered after a crash."""
-        out = out or Outcome()
+    def finish(self, records: list[Record], *, recovering: bool = False) -> Outcome:
+        """HASHED → MOVED → MANIFESTED for planned records; re-entered after a crash or a failure."""
+        out = Outcome()
         # Each record as the ledger holds it now: a re-planned destination or manifest file
         # replaces the record here once committed, so a retry re-enters with it, never with
-        # a version the ledger no longer has.
+        # a version the ledger no longer has. A record made final is taken out.
         current = {r.id: r for r in records}
         try:
             moved = self._move(self._written(records) if recovering else records, out, current)
@@ -255,11 +238,8 @@ class Worker:
                 )
             else:
                 err = from_oserror("land", records[0].source_rel, exc, source=False)
-            done = {r.id for r in out.done}
-            out.unfinished = [
-                current[r.id] for r in records if r.id not in done and r.id not in out.abandoned
-            ]
-            out.error = err
+            for rec in current.values():
+                out.add(rec.source_rel, Then.UNFINISHED, record=rec, error=err)
         return out
 
     def _move(self, records: list[Record], out: Outcome, current: dict[str, Record]) -> list[Record]:
@@ -315,11 +295,11 @@ class Worker:
                         else "changed before it moved"
                     )
                     self.ledger.abandon(rec.id, note)
-                    out.abandoned.add(rec.id)
+                    del current[rec.id]
                     if res.outcome is Moved.CHANGED:
-                        out.changed.append(rec.source_rel)
+                        out.add(rec.source_rel, Then.CHANGED, record=rec)
                     else:
-                        out.vanished.append(rec.source_rel)
+                        out.add(rec.source_rel, Then.VANISHED, record=rec)
                         self.log.warning("file_vanished", path=str(self.landing / rec.source_rel), id=rec.id)
             if updates:
                 self.ledger.moved(updates, self.policy.dedup)
@@ -361,7 +341,7 @@ class Worker:
                 present = self.manifest.find_ids(rel, floor, {r.id for r in group})
                 if present:
                     self.ledger.manifested(sorted(present))
-                    self._done([r for r in group if r.id in present], out)
+                    self._done([r for r in group if r.id in present], out, current)
                     group = [r for r in group if r.id not in present]
                 if not group:
                     continue
@@ -376,9 +356,9 @@ class Worker:
             self.ledger.manifested([r.id for r in group])
             if faults.ACTIVE:
                 faults.ACTIVE.hit("after_manifested")
-            self._done(group, out)
+            self._done(group, out, current)
 
-    def _done(self, records: list[Record], out: Outcome) -> None:
+    def _done(self, records: list[Record], out: Outcome, current: dict[str, Record]) -> None:
         now = time.monotonic()
         landing, warehouse = self.landing_s, self.warehouse_s
         ingested: list[dict[str, Any]] = []
@@ -409,4 +389,6 @@ class Worker:
                 )
         logs.info_many(self.log, "file_ingested", ingested)
         logs.info_many(self.log, "file_duplicate", duplicates)
-        out.done.extend(records)
+        for r in records:
+            del current[r.id]
+            out.add(r.source_rel, Then.DONE, record=r)

@@ -211,7 +211,7 @@ def _land_once(settings: Settings) -> int:
     """`ingestor replay`'s landing, in this process (the CLI layer is where the daemon is run)."""
     import asyncio
 
-    from ingestor.daemon import Daemon
+    from ingestor.lifecycle import Daemon
 
     return asyncio.run(Daemon(settings, one_shot=True).run())
 

@@ -79,7 +79,7 @@ def test_replay_stops_with_exit_1_when_its_landing_dir_is_replaced(env: Env, tmp
     import asyncio
 
     from ingestor import worker as worker_mod
-    from ingestor.daemon import Daemon
+    from ingestor.lifecycle import Daemon
     from ingestor.settings import load
 
     for i in range(3):

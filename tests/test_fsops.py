@@ -18,7 +18,6 @@ from ingestor.fsops import (
     OPEN_DIR,
     TempDir,
     fsync_dir,
-    is_regular,
     makedirs_durable,
     open_beneath,
     rename_noreplace,
@@ -179,15 +178,13 @@ def test_walk_leaves_no_descriptor_open_on_failure(root_fd: int, monkeypatch: py
     assert set(os.listdir("/proc/self/fd")) == before
 
 
-# ---------------------------------------------------------------- stat_at, is_regular, fsync_dir
+# ---------------------------------------------------------------- stat_at, fsync_dir
 
 
 def test_stat_at(root: Path, root_fd: int) -> None:
     assert stat_at(root_fd, "nope") is None
     st = stat_at(root_fd, "escape")
     assert st is not None and stat.S_ISLNK(st.st_mode)  # lstat: never followed
-    assert is_regular(os.stat(root / "a/b/f.txt"))
-    assert not is_regular(st) and not is_regular(None) and not is_regular(os.stat(root))
 
 
 def test_fsync_dir(root: Path) -> None:

@@ -21,9 +21,10 @@ import pytest
 from ingestor import logs, procs
 from ingestor.errors import Retryable
 from ingestor.manifest import manifest_rel_for
+from ingestor.outcome import Outcome, Then
 from ingestor.records import Candidate, Record
 from ingestor.settings import Settings, load
-from ingestor.worker import Outcome, Worker
+from ingestor.worker import Worker
 from tests.conftest import Env
 from tests.invariants import check, open_records
 
@@ -100,13 +101,16 @@ def test_land_runs_the_protocol_in_commit_order(worker: Worker, env: Env) -> Non
     cands = [put(env, f"f{i}.csv", f"content {i}".encode()) for i in range(3)]
     cands.append(put(env, "dup.csv", b"content 0"))
     out = worker.land(cands)
-    assert sorted(r.source_rel for r in out.done) == ["f0.csv", "f1.csv", "f2.csv"]
-    # the same content as a file of the same batch: decided once that one is final
-    assert [c.rel for c in out.deferred] == ["dup.csv"]
-    again = worker.land(out.deferred)
-    assert [(r.source_rel, r.status) for r in again.done] == [("dup.csv", "duplicate")]
-    assert out.unfinished == [] and out.error is None
-    check(env, {r.sha256: r.identity.size for r in out.done})
+    # one result per file, in batch order, each saying what comes next
+    assert [(f.rel, f.then) for f in out.files] == [
+        ("dup.csv", Then.DEFER),  # the same content as a file of the batch: decided once that one is final
+        ("f0.csv", Then.DONE),
+        ("f1.csv", Then.DONE),
+        ("f2.csv", Then.DONE),
+    ]
+    again = worker.land([c for c in cands if c.rel == "dup.csv"])
+    assert [(r.source_rel, r.status) for r in again.done()] == [("dup.csv", "duplicate")]
+    check(env, {r.sha256: r.identity.size for r in out.done()})
 
 
 def test_a_late_record_replanned_into_this_hour_is_retried_as_replanned(worker: Worker, env: Env) -> None:
@@ -122,10 +126,11 @@ def test_a_late_record_replanned_into_this_hour_is_retried_as_replanned(worker: 
     rec = replace(rec, manifest_rel=old_hour, manifest_floor=0)
     fail_once(worker.ledger, "manifested")  # the line is appended, its commit fails
     out = worker.finish([rec])
-    assert out.error is not None and [r.id for r in out.unfinished] == [rec.id]
-    assert out.unfinished[0].manifest_rel == manifest_rel_for(time.time_ns())
-    again = worker.finish(out.unfinished, recovering=True)
-    assert again.error is None and [r.id for r in again.done] == [rec.id]
+    (unfinished,) = out.files
+    assert unfinished.then is Then.UNFINISHED and unfinished.error is not None and unfinished.record
+    assert unfinished.record.manifest_rel == manifest_rel_for(time.time_ns())
+    again = worker.finish(out.unfinished(), recovering=True)
+    assert [r.id for r in again.done()] == [rec.id] and again.unfinished() == []
     assert lines(env) == [rec.id]
     assert open_records(env) == 0
 
@@ -141,11 +146,10 @@ def test_a_collision_replan_is_retried_at_its_new_destination(worker: Worker, en
     taken.write_bytes(b"placed by hand")
     fail_once(worker.manifest, "append")
     out = worker.finish([rec])
-    assert out.error is not None
-    (unfinished,) = out.unfinished
+    (unfinished,) = out.unfinished()
     assert unfinished.dest_rel != rec.dest_rel
-    again = worker.finish(out.unfinished, recovering=True)
-    assert again.error is None and [r.id for r in again.done] == [rec.id]
+    again = worker.finish(out.unfinished(), recovering=True)
+    assert [r.id for r in again.done()] == [rec.id] and again.unfinished() == []
     (line,) = env.records()
     assert line.warehouse is not None and Path(line.warehouse).read_bytes() == b"from upstream"
     assert taken.read_bytes() == b"placed by hand"
@@ -167,10 +171,10 @@ def test_a_failed_moved_commit_is_retried_from_the_ledger_state(worker: Worker, 
     worker.mover._check_after_rename = written_after_the_rename  # type: ignore[method-assign]
     fail_once(worker.ledger, "moved")
     out: Outcome = worker.finish([rec])
-    assert out.error is not None
+    assert [f.then for f in out.files] == [Then.UNFINISHED]
     worker.mover._check_after_rename = real_check  # type: ignore[method-assign]
-    again = worker.finish(out.unfinished, recovering=True)
-    assert again.error is None
+    again = worker.finish(out.unfinished(), recovering=True)
+    assert again.unfinished() == []
     (line,) = env.records()
     assert line.warehouse is not None
     assert line.sha256 == hashlib.sha256(Path(line.warehouse).read_bytes()).hexdigest()

@@ -100,8 +100,8 @@ class Daemon:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-            if server is not None:
-                server.shutdown()
+            if server is not None:  # waits for the server thread's poll: off the loop
+                await loop.run_in_executor(None, server.shutdown)
 
     async def _serve(self) -> int:
         """One cycle: start, recover, serve, drain, stop."""
@@ -131,7 +131,7 @@ class Daemon:
                 await self.scanner.prestart()
             await self._recover()
             if not self.one_shot:
-                self.watcher = self._start_watcher()
+                self.watcher = await self._start_watcher()
                 self.scanner.add_dir = self.watcher.add_dir if self.watcher else None
             self.scanner.targets.update(self.paths)
             tasks.append(self._task(r.run(), "readiness"))
@@ -157,7 +157,7 @@ class Daemon:
                 self.progress.close()
         finally:
             if self.watcher is not None:
-                self.watcher.close()
+                await self.watcher.stop()
                 self.watcher = None
             await _cancel_all(tasks)
             self.scanner.close()
@@ -304,7 +304,7 @@ class Daemon:
 
     # ------------------------------------------------------------ events in (the watcher's sink)
 
-    def _start_watcher(self) -> InotifyWatcher | WatchdogWatcher | None:
+    async def _start_watcher(self) -> InotifyWatcher | WatchdogWatcher | None:
         loop = asyncio.get_running_loop()
         kind = self.s.watcher
         if kind is WatcherKind.POLL:
@@ -321,7 +321,8 @@ class Daemon:
                     ) from exc
                 self.log.warning("inotify_unavailable", error=str(exc), fallback="watchdog")
         wd = WatchdogWatcher(self.s.input, self, self.log)
-        wd.start(loop)
+        # in a thread: importing watchdog and starting its observer (which walks the tree) blocks
+        await loop.run_in_executor(None, wd.start, loop)
         return wd
 
     def hint(self, rel: str) -> None:

@@ -88,6 +88,9 @@ class InotifyWatcher:
             self.log.warning("watch_failed", path=str(self.landing.parent), error=exc.strerror)
         loop.add_reader(self.inotify.fileno(), self._readable)
 
+    async def stop(self) -> None:
+        self.close()
+
     def close(self) -> None:
         if self.inotify is not None:
             if self._loop is not None:
@@ -222,3 +225,7 @@ class WatchdogWatcher:
             self._observer.stop()
             self._observer.join()
             self._observer = None
+
+    async def stop(self) -> None:
+        """``close`` off the loop: joining the observer's threads waits for their poll."""
+        await asyncio.get_running_loop().run_in_executor(None, self.close)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,7 +128,9 @@ class DaemonProc:
             stdout=self.log_file,
             stderr=self.log_file,
             cwd=self.env.root,
-            env={**os.environ, **self.environ},
+            # asyncio's debug mode: a call that blocks the loop, or a loop method called from
+            # another thread, is logged (and fails the test, below)
+            env={**os.environ, "PYTHONASYNCIODEBUG": "1", **self.environ},
         )
         if wait:
             wait_for(lambda: self.event("started") or self._died(), 30, "daemon start")
@@ -197,8 +200,19 @@ def daemon(env: Env, tmp_path: Path) -> Iterator[Any]:
         entries = d.logs(since_start=False)
         if killed:
             entries = _without_orphaned_spawns(entries)
-        bad = [e for e in entries if e.get("event") in ("internal_error", "<not json>")]
+        bad = [e for e in entries if e.get("event") in ("internal_error", "<not json>") or _blocked_loop(e)]
         assert not bad, f"daemon logged {bad[:3]}"
+
+
+SLOW_CALLBACK_SECONDS = 0.25  # a loop step this long is a blocking call (asyncio reports from 0.1 s)
+
+
+def _blocked_loop(entry: dict[str, Any]) -> bool:
+    """asyncio's debug mode said the loop was blocked, or misused from a thread."""
+    if entry.get("logger") != "asyncio":
+        return False
+    took = re.search(r" took ([0-9.]+) seconds$", str(entry.get("message", "")))
+    return took is None or float(took.group(1)) >= SLOW_CALLBACK_SECONDS
 
 
 def _without_orphaned_spawns(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -158,4 +158,12 @@ class Landers:
         self._warm()
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=True)
+        shutdown_pool(self.pool, cancel=False)
+
+
+def shutdown_pool(pool: concurrent.futures.ProcessPoolExecutor, *, cancel: bool) -> None:
+    """Shut a process pool down and close its result pipe, which the executor leaves to the GC."""
+    results = getattr(pool, "_result_queue", None)
+    pool.shutdown(wait=True, cancel_futures=cancel)
+    if results is not None:
+        results.close()

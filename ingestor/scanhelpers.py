@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ingestor import rescan
 from ingestor.ledger import connect, unknown_keys
-from ingestor.procs import die_with_parent, quiet_tracker
+from ingestor.procs import die_with_parent, quiet_tracker, shutdown_pool
 
 # the helper's landing dir and ledger connection; set once by _init
 _landing_fd = -1
@@ -94,9 +94,4 @@ class ScanHelpers:
         return self._pool.submit(_check, rel_dir, names)
 
     def close(self) -> None:
-        # the executor's result pipe is closed only when its queue is collected:
-        # close it here (a scan a minute must not leave descriptors to the GC)
-        results = getattr(self._pool, "_result_queue", None)
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        if results is not None:
-            results.close()
+        shutdown_pool(self._pool, cancel=True)  # a scan a minute must not leave descriptors to the GC

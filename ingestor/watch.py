@@ -130,6 +130,10 @@ class InotifyWatcher:
             data = os.read(self.inotify.fileno(), READ_SIZE)
         except BlockingIOError:
             return
+        self.feed(data)
+
+    def feed(self, data: bytes) -> None:
+        """Events as the kernel packs them → calls on the sink (the loop thread)."""
         for ev in parse_events(data):
             self.events += 1
             mask = ev.mask

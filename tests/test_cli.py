@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Env, run_ingestor
+from tests.test_hostile import make_deep_file
 
 
 def one_error_line(stderr: str, *words: str) -> str:
@@ -152,3 +153,60 @@ def test_an_unknown_flag_is_one_line_exit_2(env: Env) -> None:
     res = run_ingestor("run", "--input", str(env.landing), "--no-such-flag", timeout=60)
     assert res.returncode == 2
     one_error_line(res.stderr, "--no-such-flag")
+
+
+# ---------------------------------------------------------------- every command's exit codes
+
+
+def test_exit_codes_of_every_command(env: Env, daemon) -> None:
+    """0 done (or clean), 1 not done (or not clean, or fatal), 2 a bad command line or a refused start."""
+    (env.landing / "a.csv").write_bytes(b"a")
+    codes: dict[str, int] = {}
+
+    def code(name: str, *args: str) -> None:
+        codes[name] = run_ingestor(*args, timeout=120, cwd=env.root).returncode
+
+    code("replay", "replay", *env.args(), "--stability-seconds", "0")
+    code("verify", "verify", *env.args())
+    code("status", "status", "--input", str(env.landing), "--state-path", str(env.state))
+    code("config show", "config", "show", *env.args())
+    code(
+        "simulate",
+        "simulate",
+        "rename-tmp",
+        "--into",
+        str(env.root / "scratch"),
+        "--count",
+        "1",
+        "--size",
+        "10",
+    )
+    code("rebuild-ledger (a ledger with records)", "rebuild-ledger", *env.args())
+    d = daemon()
+    code("run (a second daemon on the ledger)", "run", *env.args())
+    d.stop()
+    (env.warehouse / "orphan.csv").write_bytes(b"no line names it")
+    code("verify (not clean)", "verify", *env.args())
+    make_deep_file(env.landing, "deep.csv", b"a path longer than PATH_MAX")
+    code("replay (a file it could not land)", "replay", *env.args(), "--stability-seconds", "0")
+    for bad in (["run", "--batch-size", "0"], ["replay", "--no-such"], ["verify", "--json", "x"], ["status"],
+                ["config", "show"], ["rebuild-ledger"], ["simulate", "burst", "--count", "0"]):  # fmt: skip
+        code("bad: " + " ".join(bad), *bad)
+    assert codes == {
+        "replay": 0,
+        "verify": 0,
+        "status": 0,
+        "config show": 0,
+        "simulate": 0,
+        "rebuild-ledger (a ledger with records)": 2,
+        "run (a second daemon on the ledger)": 1,
+        "verify (not clean)": 1,
+        "replay (a file it could not land)": 1,
+        "bad: run --batch-size 0": 2,
+        "bad: replay --no-such": 2,
+        "bad: verify --json x": 2,
+        "bad: status": 2,
+        "bad: config show": 2,
+        "bad: rebuild-ledger": 2,
+        "bad: simulate burst --count 0": 2,
+    }

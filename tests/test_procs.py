@@ -47,7 +47,7 @@ def put(env: Env, rel: str, data: bytes) -> Candidate:
 
 def test_batches_land_in_the_children_under_their_own_owners(settings: Settings, env: Env) -> None:
     # the parent's own worker and ledger, as the daemon has them
-    worker, ledger, tmp, landing_fd = procs.make_worker(
+    _, ledger, tmp, landing_fd = procs.make_worker(
         settings, owner="01PARENT00000000000000000A", stop=threading.Event(), log=logs.get_logger()
     )
     landers = procs.Landers(settings, 2)

@@ -52,7 +52,7 @@ import bench_small_files
 import common as c
 import ulid
 
-from ingestor.ledger import SCHEMA
+from ingestor.ledger_db import SCHEMA
 
 COLUMNS = (
     "id", "state", "status", "action", "owner", "source_rel", "device", "inode", "size", "mtime_ns",

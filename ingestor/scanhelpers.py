@@ -26,7 +26,7 @@ import sqlite3
 from pathlib import Path
 
 from ingestor import rescan
-from ingestor.ledger import connect, unknown_keys
+from ingestor.ledger_db import connect, unknown_keys
 from ingestor.procs import die_with_parent, quiet_tracker, shutdown_pool
 
 # the helper's landing dir and ledger connection; set once by _init

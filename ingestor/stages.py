@@ -23,8 +23,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingestor import binding, procs, scanhelpers
-from ingestor import ledger as ledger_mod
+from ingestor import binding, ledger_db, procs, scanhelpers
 from ingestor.errors import Fatal, Refused
 from ingestor.fsops import TempDir
 from ingestor.ledger import Ledger
@@ -110,7 +109,7 @@ class Stages:
         s.ledger_dir.mkdir(parents=True, exist_ok=True)
         if not self.one_shot:
             self._take_daemon_lock()
-        known = ledger_mod.peek_id(s.state_path)
+        known = ledger_db.peek_id(s.state_path)
         self.bindings = binding.bind_all(
             {"input": s.input, "warehouse": s.warehouse, "manifests": s.manifests}, known, s.state_path
         )

@@ -28,7 +28,7 @@ import orjson
 import ulid
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingestor.ledger import connect
+from ingestor.ledger_db import connect
 from ingestor.manifest import encode_path, rfc3339
 from ingestor.records import OPEN_SQL, State, Status
 from ingestor.settings import SettingsError

@@ -48,7 +48,7 @@ from ingestor import binding
 from ingestor.digest import hash_fd
 from ingestor.errors import IngestError
 from ingestor.fsops import OPEN_DATA, OPEN_DIR, TempDir, open_beneath
-from ingestor.ledger import connect
+from ingestor.ledger_db import connect
 from ingestor.manifest import MANIFEST_NAME, ManifestError, ManifestRecord, iter_lines
 from ingestor.records import OPEN_SQL, State, Status
 from ingestor.verify_report import Report, render_json, render_text

@@ -20,8 +20,10 @@ import pytest
 
 from ingestor.errors import Fatal, Retryable
 from ingestor.layout import DEFAULT_LAYOUT, LayoutError, render
-from ingestor.ledger import WAL_PAGES, Ledger, MovedUpdate, OwnerLocks
+from ingestor.ledger import Ledger, MovedUpdate
+from ingestor.ledger_db import WAL_PAGES
 from ingestor.manifest import manifest_rel_for
+from ingestor.owners import OwnerLocks
 from ingestor.plan import DUPLICATES_DIR, Defer, Dests, PlanPolicy, PlanResult, Skip, plan_one
 from ingestor.records import Action, Candidate, Hashed, Identity, Record, State, Status
 from ingestor.settings import Dedup, OnDuplicate

@@ -18,7 +18,8 @@ import ulid
 
 from ingestor import status as status_mod
 from ingestor.layout import DEFAULT_LAYOUT
-from ingestor.ledger import Ledger, MovedUpdate, connect
+from ingestor.ledger import Ledger, MovedUpdate
+from ingestor.ledger_db import connect
 from ingestor.plan import PlanPolicy
 from ingestor.records import Candidate, Hashed, Identity, Record
 from ingestor.settings import Dedup, OnDuplicate

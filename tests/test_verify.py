@@ -24,7 +24,8 @@ import pytest
 import ulid
 
 from ingestor import verify, verify_report
-from ingestor.ledger import SCHEMA, Ledger, MovedUpdate, connect
+from ingestor.ledger import Ledger, MovedUpdate
+from ingestor.ledger_db import SCHEMA, connect
 from ingestor.manifest import ManifestRecord, manifest_rel_for, rfc3339
 from ingestor.plan import PlanPolicy
 from ingestor.records import Action, Candidate, Hashed, Identity, Status

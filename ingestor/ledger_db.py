@@ -1,0 +1,151 @@
+"""The ledger's SQLite file: schema, connections, migrations, its id, and the scan's lookup.
+
+``ledger.py`` owns the writer; this is what every process that opens the
+file needs, the scan helpers (read-only) included. Durability: WAL with
+``synchronous=FULL`` (set on every connection: it does not persist; WAL
+does), and a bounded WAL (``WAL_PAGES``, ``WAL_LIMIT``).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import urllib.parse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ingestor.errors import Retryable
+from ingestor.records import OPEN_SQL, Action, Identity, Record, State, Status
+
+# SQLite checkpoints the WAL past WAL_PAGES pages (1 MiB; its default, 4 MiB, was never
+# reached on a small ledger volume, which the WAL then filled for good) and a
+# checkpointed WAL is cut back to WAL_LIMIT bytes
+WAL_PAGES = 256
+WAL_LIMIT = 1 << 20
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files(
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    status TEXT NOT NULL,
+    action TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    source_rel BLOB NOT NULL,
+    device INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    dest_rel BLOB,
+    manifest_rel TEXT NOT NULL,
+    manifest_floor INTEGER,
+    ingested_ns INTEGER NOT NULL,
+    duplicate_of TEXT,
+    sidecar_rel BLOB,
+    note TEXT,
+    updated_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL DEFAULT 0  -- last: where ALTER TABLE puts it in older ledgers
+);
+CREATE UNIQUE INDEX IF NOT EXISTS files_dest ON files(dest_rel)
+    WHERE dest_rel IS NOT NULL AND state != '{State.ABANDONED}';
+-- one live row per identity: the insert of a plan is itself the claim
+CREATE UNIQUE INDEX IF NOT EXISTS files_live ON files(inode, device, size, mtime_ns)
+    WHERE state IN {OPEN_SQL} OR action = '{Action.KEPT}';
+CREATE INDEX IF NOT EXISTS files_open ON files(owner) WHERE state IN {OPEN_SQL};
+CREATE INDEX IF NOT EXISTS files_problem ON files(state, status, note)
+    WHERE state = '{State.ABANDONED}' OR status = '{Status.DUPLICATE}';
+CREATE TABLE IF NOT EXISTS content(key BLOB PRIMARY KEY, id TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+COLUMNS = (
+    "id, state, status, action, source_rel, device, inode, size, mtime_ns, sha256, dest_rel, "
+    "manifest_rel, manifest_floor, ingested_ns, duplicate_of, sidecar_rel, ctime_ns"
+)
+
+
+def _s(blob: bytes | None) -> str | None:
+    return None if blob is None else os.fsdecode(blob)
+
+
+def record_of(row: Sequence[Any]) -> Record:
+    return Record(
+        id=row[0],
+        state=State(row[1]),
+        status=Status(row[2]),
+        action=Action(row[3]),
+        source_rel=os.fsdecode(row[4]),
+        identity=Identity(row[5], row[6], row[7], row[8], row[16]),
+        sha256=row[9],
+        dest_rel=_s(row[10]),
+        manifest_rel=row[11],
+        manifest_floor=row[12],
+        ingested_ns=row[13],
+        duplicate_of=row[14],
+        sidecar_rel=_s(row[15]),
+    )
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"  # '#' and '?' are legal in paths
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=30000")
+    if not readonly:
+        conn.execute("PRAGMA synchronous=FULL")
+        # a bounded WAL: checkpointed past WAL_PAGES, cut back to WAL_LIMIT after a checkpoint
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a ledger written by an earlier version up to this schema."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(files)")}
+    if "ctime_ns" not in columns:  # 0: unknown, not compared
+        conn.execute("ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0")
+
+
+def peek_id(path: Path) -> str | None:
+    """The id of the ledger at ``path`` without creating or changing anything; None if there is none."""
+    if not path.is_file():
+        return None
+    try:
+        conn = connect(path, readonly=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'ledger_id'").fetchone()
+    except sqlite3.Error:
+        return None  # empty, truncated, not a ledger yet: open() says which
+    finally:
+        conn.close()
+    return None if row is None else str(row[0])
+
+
+def unknown_keys(
+    conn: sqlite3.Connection, keys: Sequence[tuple[int, int, int, int]], path: Path
+) -> list[int]:
+    """``Ledger.unknown_keys`` on a given connection (a scan helper process has its own)."""
+    out: list[int] = []
+    try:
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            marks = ",".join(["(?,?,?,?,?)"] * len(chunk))
+            params = [v for j, k in enumerate(chunk, start) for v in (j, k[1], k[0], k[2], k[3])]
+            # the values drive the lookup: one seek each in files_live, whose
+            # condition is the subquery's ("(cols) IN (VALUES ...)" scanned the index)
+            rows = conn.execute(
+                f"WITH v(j, i, d, s, m) AS (VALUES {marks}) SELECT v.j FROM v WHERE NOT EXISTS ("
+                "SELECT 1 FROM files f WHERE f.inode = v.i AND f.device = v.d "
+                "AND f.size = v.s AND f.mtime_ns = v.m "
+                f"AND (f.state IN {OPEN_SQL} OR f.action = '{Action.KEPT}'))",
+                params,
+            ).fetchall()
+            out.extend(r[0] for r in rows)
+    except sqlite3.Error as exc:
+        raise Retryable("read ledger", str(path), str(exc), "retried") from exc
+    return out

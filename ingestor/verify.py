@@ -215,10 +215,8 @@ class _Audit:
                 entry = self.mfiles[rel] = [len(self.mnames), 0]
                 self.mnames.append(rel)
                 self.db.execute("INSERT INTO mfile VALUES (?, ?)", (entry[0], rel))
-            try:
-                fd = os.open(self.manifests / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except FileNotFoundError:
-                self._vanished(rel)
+            fd = self._open_manifest(rel)
+            if fd < 0:
                 continue
             try:
                 size = os.fstat(fd).st_size
@@ -259,6 +257,14 @@ class _Audit:
     def _flush_lines(self) -> None:
         self.db.executemany("INSERT INTO line VALUES (?,?,?,?,?,?,?,?,?,?)", self.batch)
         self.batch.clear()
+
+    def _open_manifest(self, rel: str) -> int:
+        """A read descriptor of a manifest file, or -1 if it is gone (reported as vanished)."""
+        try:
+            return os.open(self.manifests / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._vanished(rel)
+            return -1
 
     def _vanished(self, rel: str) -> None:
         """A manifest file or directory listed (or read) before is gone: say so once, go on."""
@@ -420,10 +426,8 @@ class _Audit:
     def _recheck_torn(self) -> None:
         """A tail with no newline is torn only if it still has none: else it was a write in progress."""
         for rel, off in self.torn:
-            try:
-                fd = os.open(self.manifests / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except FileNotFoundError:
-                self._vanished(rel)
+            fd = self._open_manifest(rel)
+            if fd < 0:
                 continue
             try:
                 size, tail = os.fstat(fd).st_size, os.pread(fd, 1 << 20, off)

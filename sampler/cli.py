@@ -6,6 +6,7 @@ exits 2 (click's multi-line usage box is not shown).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -27,6 +28,19 @@ def _size(value: str) -> int:
         return parse_size(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+
+
+def _readable_dir(path: Path, flag: str) -> None:
+    """A directory the sampler can list, or a usage error (exit 2) before anything is created."""
+    try:
+        with os.scandir(path):
+            pass
+    except FileNotFoundError:
+        raise typer.BadParameter(f"{path}: no such directory", param_hint=flag) from None
+    except NotADirectoryError:
+        raise typer.BadParameter(f"{path}: not a directory", param_hint=flag) from None
+    except OSError as exc:
+        raise typer.BadParameter(f"{path}: cannot be read: {exc.strerror}", param_hint=flag) from None
 
 
 def _level(value: str) -> str:
@@ -82,6 +96,7 @@ def run(
     ] = "info",
 ) -> None:
     """Sample every ingested file the manifests list, from the checkpoint on."""
+    _readable_dir(manifests, "'--manifests'")
     settings = Settings(
         manifests=manifests,
         samples=samples,

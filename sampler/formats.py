@@ -8,33 +8,33 @@ complete records, the sample keeps those and says ``truncated``; when it holds
 none, ``SampleError(TOO_LARGE)`` (a single 1 GB line, a gzip bomb of zeros).
 
 - CSV/TSV: the header record plus N records, copied byte for byte. Record
-  boundaries are found by a scanner that follows the csv module's (excel
-  dialect) state machine: a quote opens a quoted field only at a field's
-  start, ``""`` inside one is a quote, ``\\n``, ``\\r\\n`` and a lone ``\\r``
-  end a record outside quotes. Nothing is decoded or re-serialised, so
-  quoting, embedded newlines and encodings survive, and no field limit
-  applies (the csv module raises past 131,072 chars).
-- JSONL/NDJSON: the first N lines, byte for byte.
-- JSON: see ``formats_json``.
-- Parquet: the first N rows, the same Arrow schema with its key-value
-  metadata, the source's compression codec; pyarrow reads with a small
-  ``buffer_size`` and no pre-buffering, so only the first pages of the
-  first row group's column chunks are read, even when that row group is
-  gigabytes, and every byte goes through the budget.
-- Anything else: ``describe`` -> the ``.meta.json`` document.
+  boundaries are found by a scanner that follows the csv module's state
+  machine for the file's dialect: a quote opens a quoted field only at a
+  field's start, a doubled quote inside one is a quote, ``\\n``, ``\\r\\n``
+  and a lone ``\\r`` end a record outside quotes. The delimiter (``,`` ``;``
+  ``|`` TAB) and the quote character are sniffed from the first
+  ``SNIFF_BYTES`` (``csv.Sniffer``; when it cannot tell, the delimiter most
+  frequent in the first line, else the name's default). Nothing is decoded
+  or re-serialised, so quoting, embedded newlines and encodings survive, and
+  no field limit applies (the csv module raises past 131,072 chars).
+- JSONL/NDJSON: the first N records, byte for byte; blank lines are not
+  records (not kept, not counted).
+- Plain lines (a compressed log): the first N lines, byte for byte.
+- JSON: see ``formats_json``; Parquet, Arrow, ORC: ``formats_columnar``;
+  Avro: ``formats_avro``; xlsx: ``formats_office``; compressed files:
+  ``formats_compressed``; archives: ``formats_archive``.
 """
 
 from __future__ import annotations
 
-import codecs
+import csv
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol
+from typing import Protocol
 
-import puremagic
-
-from sampler.limits import CHUNK, BoundedFile, CapReached, ErrorKind, Limits, SampleError
+from sampler.limits import CHUNK, CapReached, Limits
+from sampler.paths import CsvDialect
 
 
 class Source(Protocol):
@@ -72,7 +72,6 @@ class LineScanner:
 
 
 _FIELD_START, _UNQUOTED, _QUOTED, _QUOTE_IN_QUOTED, _CR = range(5)
-_QUOTE = ord('"')
 _NL = ord("\n")
 _CR_BYTE = ord("\r")
 
@@ -83,8 +82,10 @@ class CsvScanner:
     State survives between calls, so a record may span any number of chunks.
     """
 
-    def __init__(self, delimiter: bytes) -> None:
+    def __init__(self, delimiter: bytes, quotechar: bytes = b'"') -> None:
         self._delim = delimiter[0]
+        self._quote = quotechar[0]
+        self._quote_bytes = quotechar[:1]
         self._unquoted_stop = re.compile(b"[" + re.escape(delimiter) + b"\r\n]")
         self._state = _FIELD_START
 
@@ -100,7 +101,7 @@ class CsvScanner:
                     yield pos
                     continue
                 if st == _FIELD_START:
-                    if c == _QUOTE:
+                    if c == self._quote:
                         st = _QUOTED
                         pos += 1
                         continue
@@ -120,14 +121,14 @@ class CsvScanner:
                     else:
                         st = _CR
                 elif st == _QUOTED:
-                    q = buf.find(b'"', pos)
+                    q = buf.find(self._quote_bytes, pos)
                     if q < 0:
                         pos = n
                         break
                     pos = q + 1
                     st = _QUOTE_IN_QUOTED
                 else:  # _QUOTE_IN_QUOTED
-                    if c == _QUOTE:
+                    if c == self._quote:
                         st = _QUOTED
                         pos += 1
                     elif c == self._delim:
@@ -149,8 +150,16 @@ class CsvScanner:
         return self._state == _CR
 
 
-def copy_records(src: Source, out: Sink, want: int, scanner: _Scanner) -> tuple[int, bool]:
-    """Copy the first ``want`` records' bytes; (records copied, stopped by the cap)."""
+_BLANK = re.compile(rb"[ \t\r\n]*")  # JSON's whitespace
+
+
+def copy_records(
+    src: Source, out: Sink, want: int, scanner: _Scanner, *, skip_blank: bool = False
+) -> tuple[int, bool]:
+    """Copy the first ``want`` records' bytes; (records copied, stopped by the cap).
+
+    ``skip_blank``: a record of whitespace only is dropped, not counted.
+    """
     buf = bytearray()
     scanned = 0  # buf[:scanned] has been through the scanner
     count = 0
@@ -162,13 +171,17 @@ def copy_records(src: Source, out: Sink, want: int, scanner: _Scanner) -> tuple[
                 raise
             return count, True
         if not chunk:
-            if buf:  # the last record has no terminator: it ends with the input
+            # the last record has no terminator: it ends with the input
+            if buf and not (skip_blank and _BLANK.fullmatch(buf)):
                 out.write(buf)
                 count += 1
             return count, False
         buf += chunk
         done = 0
         for end in scanner.scan(buf, scanned):
+            if skip_blank and _BLANK.fullmatch(buf, done, end):
+                done = end
+                continue
             out.write(buf[done:end])
             done = end
             count += 1
@@ -179,8 +192,101 @@ def copy_records(src: Source, out: Sink, want: int, scanner: _Scanner) -> tuple[
     return count, False
 
 
-def sample_csv(src: Source, out: Sink, limits: Limits, *, delimiter: bytes) -> Sampled:
-    scanner = CsvScanner(delimiter)
+# --- CSV dialects ------------------------------------------------------------
+
+SNIFF_BYTES = 16 << 10  # csv.Sniffer's regexes are quadratic at worst: keep its input small
+DELIMITERS = ",;|\t"
+
+
+def sniff_dialect(head: bytes, *, complete: bool, default: bytes | None) -> CsvDialect | None:
+    """The CSV dialect of ``head`` (the input's first bytes; ``complete``: all of it).
+
+    ``csv.Sniffer`` on whole lines of at most ``SNIFF_BYTES``, delimiters
+    limited to ``DELIMITERS``; when it cannot tell, the delimiter most
+    frequent in the first line, else ``default``. None (not CSV) when no
+    delimiter is found and there is no default, or, with no default, when
+    the first line does not hold the delimiter (one column of prose).
+    """
+    text = head[:SNIFF_BYTES]
+    if not complete or len(head) > SNIFF_BYTES:
+        cut = text.rfind(b"\n")
+        if cut > 0:
+            text = text[: cut + 1]
+    sample = text.decode("latin-1")  # byte for byte: delimiters and quotes are ASCII
+    first = sample.splitlines()[0] if sample else ""
+    try:
+        sniffed = csv.Sniffer().sniff(sample, delimiters=DELIMITERS)
+        delimiter, quotechar = sniffed.delimiter, sniffed.quotechar or '"'
+    except csv.Error:
+        delimiter, quotechar = "", '"'
+    if delimiter not in DELIMITERS or len(delimiter) != 1 or quotechar not in "\"'":
+        delimiter, quotechar = "", '"'
+    if not delimiter:
+        counts = {d: _unquoted_count(first, d) for d in DELIMITERS}
+        best = max(counts, key=lambda d: counts[d])
+        if counts[best]:
+            delimiter = best
+    if default is None and (not delimiter or delimiter not in first):
+        return None
+    if not delimiter:
+        assert default is not None
+        return CsvDialect(default)
+    return CsvDialect(delimiter.encode(), quotechar.encode())
+
+
+def _unquoted_count(line: str, delimiter: str) -> int:
+    return sum(part.count(delimiter) for part in line.split('"')[::2])
+
+
+class Prefixed:
+    """A source that yields ``head`` first, then the rest of ``src``."""
+
+    def __init__(self, head: bytes, src: Source) -> None:
+        self._head = head
+        self._src = src
+
+    def read(self, n: int = CHUNK, /) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            return head
+        return self._src.read(n)
+
+
+def read_head(src: Source, size: int = SNIFF_BYTES) -> tuple[bytes, bool]:
+    """At least ``size`` bytes of ``src`` unless it ends or the cap stops it; (bytes, ended)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        try:
+            chunk = src.read(CHUNK)
+        except CapReached:
+            if not parts:
+                raise
+            return b"".join(parts), False
+        if not chunk:
+            return b"".join(parts), True
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts), False
+
+
+def sample_csv(
+    src: Source,
+    out: Sink,
+    limits: Limits,
+    *,
+    delimiter: bytes = b",",
+    quotechar: bytes = b'"',
+    sniff: bool = False,
+) -> Sampled:
+    """Header + N records. ``sniff``: the dialect from the first bytes, ``delimiter`` the fallback."""
+    if sniff:
+        head, ended = read_head(src)
+        dialect = sniff_dialect(head, complete=ended, default=delimiter)
+        assert dialect is not None  # a default was given
+        delimiter, quotechar = dialect.delimiter, dialect.quotechar
+        src = Prefixed(head, src)
+    scanner = CsvScanner(delimiter, quotechar)
     count, capped = copy_records(src, out, limits.rows + 1, scanner)
     return Sampled(rows=max(0, count - 1), truncated=capped)
 
@@ -190,72 +296,6 @@ def sample_lines(src: Source, out: Sink, limits: Limits) -> Sampled:
     return Sampled(rows=count, truncated=capped)
 
 
-# --- Parquet ----------------------------------------------------------------
-
-
-def sample_parquet(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if f.size < 12:
-        raise SampleError(ErrorKind.MALFORMED, "too short to be Parquet")
-    f.seek(f.size - 8)
-    tail = f.read(8)
-    if tail[4:] != b"PAR1":
-        raise SampleError(ErrorKind.MALFORMED, "no Parquet footer (bad magic)")
-    footer_len = int.from_bytes(tail[:4], "little")
-    if footer_len > f.size - 12:
-        raise SampleError(ErrorKind.MALFORMED, f"footer length {footer_len} exceeds the file")
-    if footer_len > f.budget.left:
-        raise SampleError(ErrorKind.TOO_LARGE, f"footer of {footer_len} bytes exceeds the byte cap")
-    f.seek(0)
-    try:
-        pf = pq.ParquetFile(f, buffer_size=1 << 16, pre_buffer=False)
-        schema = pf.schema_arrow
-        batches = []
-        n = 0
-        for batch in pf.iter_batches(batch_size=limits.rows, use_threads=False):
-            batches.append(batch)
-            n += batch.num_rows
-            if n >= limits.rows:
-                break
-        table = pa.Table.from_batches(batches, schema=schema).slice(0, limits.rows)
-        codec = "snappy"
-        if pf.metadata.num_row_groups and pf.metadata.num_columns:
-            codec = pf.metadata.row_group(0).column(0).compression.lower()
-        if codec not in ("none", "snappy", "gzip", "brotli", "zstd", "lz4"):
-            codec = "snappy"
-        pq.write_table(table, out, compression=codec)
-    except SampleError:
-        raise
-    except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
-        raise SampleError(ErrorKind.MALFORMED, f"not readable as Parquet: {exc}") from exc
-    more = n > limits.rows or pf.metadata.num_rows > table.num_rows
-    return Sampled(rows=table.num_rows, truncated=False, note="first rows" if more else None)
-
-
-# --- anything else ------------------------------------------------------------
-
-HEAD_BYTES = 4096
-
-
-def guess_type(head: bytes) -> dict[str, Any]:
-    """puremagic's best match, else text (UTF-8, no NUL) or binary."""
-    guess: dict[str, Any] = {"mime": None, "extension": None, "name": None}
-    try:
-        matches = puremagic.magic_string(head)
-    except (puremagic.PureError, ValueError):
-        matches = []
-    if matches:
-        best = max(matches, key=lambda m: m.confidence)
-        guess = {"mime": best.mime_type or None, "extension": best.extension, "name": best.name}
-    text = b"\x00" not in head
-    if text:
-        try:
-            codecs.getincrementaldecoder("utf-8")().decode(head, False)
-        except UnicodeDecodeError:
-            text = False
-    guess["text"] = text
-    if guess["mime"] is None:
-        guess["mime"] = "text/plain" if text else "application/octet-stream"
-    return guess
+def sample_jsonl(src: Source, out: Sink, limits: Limits) -> Sampled:
+    count, capped = copy_records(src, out, limits.rows, LineScanner(), skip_blank=True)
+    return Sampled(rows=count, truncated=capped)

@@ -1,15 +1,8 @@
-"""Samplers for compressed files and archives: gzip, zip, tar.
+"""Samplers for archives: zip, tar (compressed files: ``formats_compressed``).
 
 Same contract as ``formats``: a budgeted source in, a sample out, bounded by
 N, the byte cap (decompressed bytes included) and the time limit.
 
-- gzip (``.gz``, ``.csv.gz``, ``.tsv.gz``, ``.jsonl.gz``, ``.ndjson.gz``,
-  ``.json.gz``): the decompressed stream goes to the sampler of the inner
-  format (CSV records, JSON pruning, else lines) and the sample is gzipped
-  again (``mtime`` 0, no name): a valid gzip file. Multi-member files are
-  read across members. A stream that ends inside a member before N records
-  is ``MALFORMED`` (truncated); a bomb hits the byte cap with nothing
-  complete and is ``TOO_LARGE``.
 - zip: a zip holding ``LISTING.txt`` (one line per member) and, when the
   first file member declares at most ``Limits.member_bytes``, that member
   under ``first_member/<sanitised name>``. Before zipfile reads the central
@@ -18,9 +11,9 @@ N, the byte cap (decompressed bytes included) and the time limit.
   Hostile archives are errors: members whose data overlap (the
   non-recursive zip bomb), a member expanding more than ``MAX_RATIO`` times,
   and a first member whose real size or CRC differs from what it declares.
-- tar (``.tar``, ``.tar.gz``, ``.tgz``): the member listing as text,
-  streamed. A plain tar is read by seeking over member data, so a listing
-  costs the headers only; a compressed one must be decompressed through,
+- tar (``.tar``, ``.tar.gz``, ``.tgz``, ``.tar.zst``...): the member listing
+  as text, streamed. A plain tar is read by seeking over member data, so a
+  listing costs the headers only; a compressed one must be decompressed through,
   so its listing stops at the byte cap (marked). Header offsets must
   increase, so crafted headers cannot loop; entries stop at
   ``Limits.max_entries``.
@@ -32,7 +25,6 @@ newline or undecodable bytes stays one unambiguous line.
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import json
 import re
@@ -42,26 +34,12 @@ import time
 import zipfile
 from typing import BinaryIO
 
-from sampler.formats import Sampled, sample_csv, sample_lines
-from sampler.formats_json import sample_json_to
+from sampler.formats import Sampled, Source
 from sampler.limits import BoundedFile, CapReached, ErrorKind, GzipStream, Limits, SampleError
-from sampler.paths import Kind
 
 MAX_RATIO = 1000  # deflate's own ceiling is ~1032: more than this is a crafted member
 RATIO_FLOOR = 1 << 20  # members smaller than this are not judged by ratio
 LISTING_NAME = "LISTING.txt"
-
-
-def sample_gzip(f: BoundedFile, out: BinaryIO, limits: Limits, inner: Kind | None) -> Sampled:
-    stream = GzipStream(f)
-    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0) as gz:
-        if inner is Kind.CSV:
-            return sample_csv(stream, gz, limits, delimiter=b",")
-        if inner is Kind.TSV:
-            return sample_csv(stream, gz, limits, delimiter=b"\t")
-        if inner is Kind.JSON:
-            return sample_json_to(stream, gz, limits)
-        return sample_lines(stream, gz, limits)
 
 
 def quote_name(name: str) -> str:
@@ -134,7 +112,8 @@ def safe_member_name(name: str) -> str:
     return "first_member/" + (cleaned or "unnamed")
 
 
-def sample_zip(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
+def open_zip(f: BoundedFile, limits: Limits) -> zipfile.ZipFile:
+    """A ``ZipFile`` on ``f`` once the central directory and the members' layout passed the checks."""
     entries, cd_size = _central_directory(f)
     if entries > limits.max_entries:
         raise SampleError(
@@ -154,9 +133,18 @@ def sample_zip(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
         NotImplementedError,
     ) as exc:
         raise SampleError(ErrorKind.MALFORMED, f"not a readable zip: {exc}") from exc
+    try:
+        _check_layout(zf.infolist(), f.size)
+    except BaseException:
+        zf.close()
+        raise
+    return zf
+
+
+def sample_zip(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
+    zf = open_zip(f, limits)
     with zf:
         infos = zf.infolist()
-        _check_layout(infos, f.size)
         lines = ["# type\tsize\tcompressed\tmtime\tname"]
         for info in infos:
             kind = "d" if info.is_dir() else "f"
@@ -214,14 +202,17 @@ _TAR_TYPES = {
 }
 
 
-def sample_tar(f: BoundedFile, out: BinaryIO, limits: Limits, *, compressed: bool) -> Sampled:
+def sample_tar(
+    f: BoundedFile, out: BinaryIO, limits: Limits, *, compressed: bool, stream: Source | None = None
+) -> Sampled:
+    """The listing; ``compressed``: read through ``stream`` (default: gzip), not seekable."""
     out.write(b"# type\tmode\tsize\tmtime\tname\n")
     count = 0
     note = None
     last_offset = -1
     try:
         # plain: seekable, tarfile seeks over member data; gzip: streamed through
-        fileobj = GzipStream(f) if compressed else f
+        fileobj = (stream or GzipStream(f)) if compressed else f
         with tarfile.open(fileobj=fileobj, mode="r|" if compressed else "r:") as tf:  # type: ignore[call-overload]
             while True:
                 info = tf.next()

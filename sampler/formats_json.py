@@ -43,7 +43,10 @@ class JsonPruner:
 
     Rules: the top-level array (or object) keeps its first N items (members),
     one per line; every nested array keeps its first N items; nested objects
-    keep all their members. Strings, numbers and literals are copied byte for
+    keep all their members. Rows reported: the items kept of a top-level
+    array; for a top-level object holding arrays (columns, or a ``data``
+    array beside scalars), the most items kept by one of those arrays; for
+    any other object, its members kept. Strings, numbers and literals are copied byte for
     byte; whitespace between tokens is not kept. Reading stops as soon as the
     top-level container has its N items.
 
@@ -75,6 +78,7 @@ class JsonPruner:
         self.truncated = False
         self.note: str | None = None
         self.rows_out = 0  # items of the top-level container in the sample
+        self.array_rows: int | None = None  # most items kept by an array member of a top-level object
 
     # output
     def _write(self, data: bytes | bytearray | memoryview) -> None:
@@ -150,6 +154,8 @@ class JsonPruner:
             self.rows_out = frame.kept
             if frame.kept:
                 self._write(b"\n")
+        elif len(self.stack) == 2 and is_array:
+            self._array_member(frame.kept)
         self._write(b"]" if is_array else b"}")
         self.stack.pop()
         self._value_end()
@@ -166,6 +172,8 @@ class JsonPruner:
         self.out.write(b"\n")
         if self.root_scalar:
             self.rows_out = 1
+        elif self.array_rows is not None:
+            self.rows_out = self.array_rows
         return Sampled(rows=self.rows_out, truncated=self.truncated, note=self.note)
 
     def _tokenize(self) -> None:
@@ -300,6 +308,10 @@ class JsonPruner:
                 return None
         raise SampleError(ErrorKind.MALFORMED, f"unexpected byte {buf[pos : pos + 1]!r}")
 
+    def _array_member(self, kept: int) -> None:
+        if not self.stack[0].is_array:
+            self.array_rows = max(self.array_rows or 0, kept)
+
     def _frame(self, what: str) -> _Frame:
         if not self.stack:
             raise SampleError(ErrorKind.MALFORMED, what)
@@ -344,6 +356,10 @@ class JsonPruner:
         while k > 0 and not self.stack[k].is_array:
             k -= 1
         frame = self.stack[k]
+        if len(self.stack) > 1 and self.stack[1].is_array:
+            member = self.stack[1]
+            cut = k == 1 and member.last_end < self.pos  # its last item is cut off; deeper: kept, cut short
+            self._array_member(member.kept - cut)
         if k == 0 and frame.kept and frame.last_end < self.pos:
             frame.kept -= 1  # the last item was cut off
         if k == 0 and frame.kept == 0:

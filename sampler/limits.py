@@ -1,8 +1,10 @@
 """What sampling one file may cost, and the readers that enforce it.
 
 Contract: every sampler reads its input only through a ``BoundedFile`` (the
-warehouse file, by positional reads on one descriptor) or a ``GzipStream`` on
-top of one. Both draw from the same ``Budget``: at most ``Limits.max_bytes``
+warehouse file, by positional reads on one descriptor) or a decompressing
+reader on top of one (``GzipStream`` here; bzip2, xz, zstd and LZ4 in
+``formats_compressed``; zip members read by openpyxl in
+``formats_office.InflateMeter``). All draw from the same ``Budget``: at most ``Limits.max_bytes``
 bytes in total, compressed bytes read *and* decompressed bytes produced
 counting alike, and no read after the per-file deadline. So a sampler's cost is
 bounded by N records, the byte cap and the time limit, whatever the file's size:
@@ -70,6 +72,7 @@ class Limits:
     max_entries: int = 100_000  # archive members listed
     max_depth: int = 512  # JSON nesting
     member_bytes: int = 1 << 20  # a zip's first member is copied only up to this size
+    max_sheets: int = 16  # xlsx: sheets sampled, in workbook order
 
 
 class Budget:

@@ -57,56 +57,113 @@ LISTING_SUFFIX = ".txt"
 
 
 class Kind(StrEnum):
-    """Which sampler a file goes to."""
+    """Which sampler a file goes to (also the ``format`` the sidecar and ``.meta.json`` name)."""
 
     CSV = "csv"
     TSV = "tsv"
     JSON = "json"
     JSONL = "jsonl"
+    TEXT = "text"  # a hint only (.txt, .dat): CSV when a dialect is sniffed, else lines or .meta.json
     PARQUET = "parquet"
+    ARROW = "arrow"  # Arrow IPC file, Feather v2
+    ARROW_STREAM = "arrow_stream"
+    ORC = "orc"
+    AVRO = "avro"
+    XLSX = "xlsx"
     GZIP = "gzip"
+    ZSTD = "zstd"
+    BZIP2 = "bzip2"
+    XZ = "xz"
+    LZ4 = "lz4"  # the LZ4 frame format
     ZIP = "zip"
     TAR = "tar"
     TAR_GZ = "tar_gz"
     META = "meta"
 
 
+COMPRESSED = frozenset({Kind.GZIP, Kind.ZSTD, Kind.BZIP2, Kind.XZ, Kind.LZ4})
+TEXT_KINDS = frozenset({Kind.CSV, Kind.TSV, Kind.JSON, Kind.JSONL, Kind.TEXT})
+
+
+@dataclass(frozen=True, slots=True)
+class CsvDialect:
+    """What the CSV record scanner needs: one byte each."""
+
+    delimiter: bytes
+    quotechar: bytes = b'"'
+
+
 @dataclass(frozen=True, slots=True)
 class Format:
     kind: Kind
     suffix: str  # as written in the file name ("" when unknown and suffix-less)
-    inner: Kind | None = None  # gzip: the format of the decompressed stream
+    inner: Kind | None = None  # compressed: the format of the decompressed stream (None: unknown)
+    dialect: CsvDialect | None = None  # CSV/TSV: sniffed from the content (None: sniff when sampling)
+
+    @property
+    def listing(self) -> bool:
+        """A tar (plain or compressed) is sampled as a text listing."""
+        return self.kind in (Kind.TAR, Kind.TAR_GZ) or self.inner is Kind.TAR
 
 
-# Longest first: the first match wins.
-_SUFFIXES: tuple[tuple[str, Kind, Kind | None], ...] = (
-    (".ndjson.gz", Kind.GZIP, Kind.JSONL),
-    (".jsonl.gz", Kind.GZIP, Kind.JSONL),
-    (".json.gz", Kind.GZIP, Kind.JSON),
-    (".csv.gz", Kind.GZIP, Kind.CSV),
-    (".tsv.gz", Kind.GZIP, Kind.TSV),
-    (".tar.gz", Kind.TAR_GZ, None),
-    (".parquet", Kind.PARQUET, None),
-    (".ndjson", Kind.JSONL, None),
-    (".jsonl", Kind.JSONL, None),
-    (".json", Kind.JSON, None),
-    (".csv", Kind.CSV, None),
-    (".tsv", Kind.TSV, None),
+_CODECS = ((".gz", Kind.GZIP), (".zst", Kind.ZSTD), (".zstd", Kind.ZSTD), (".bz2", Kind.BZIP2),
+           (".xz", Kind.XZ), (".lz4", Kind.LZ4))  # fmt: skip
+_INNER = ((".ndjson", Kind.JSONL), (".jsonl", Kind.JSONL), (".json", Kind.JSON), (".csv", Kind.CSV),
+          (".tsv", Kind.TSV), (".txt", Kind.TEXT), (".dat", Kind.TEXT), (".tar", Kind.TAR))  # fmt: skip
+_PLAIN: tuple[tuple[str, Kind, Kind | None], ...] = (
     (".tgz", Kind.TAR_GZ, None),
-    (".tar", Kind.TAR, None),
+    (".tbz2", Kind.BZIP2, Kind.TAR),
+    (".txz", Kind.XZ, Kind.TAR),
+    (".parquet", Kind.PARQUET, None),
+    (".feather", Kind.ARROW, None),
+    (".arrows", Kind.ARROW_STREAM, None),
+    (".arrow", Kind.ARROW, None),
+    (".orc", Kind.ORC, None),
+    (".avro", Kind.AVRO, None),
+    (".xlsx", Kind.XLSX, None),
+    *((suffix, kind, None) for suffix, kind in _INNER),
     (".zip", Kind.ZIP, None),
-    (".gz", Kind.GZIP, None),
+    *((suffix, kind, None) for suffix, kind in _CODECS),
 )
+# Compound suffixes count as one (x.csv.zst -> x_sample.csv.zst); longest first: the first match wins.
+_SUFFIXES: tuple[tuple[str, Kind, Kind | None], ...] = tuple(
+    sorted(
+        [
+            *(
+                (inner_suffix + codec_suffix, Kind.TAR_GZ if (codec, inner) == (Kind.GZIP, Kind.TAR) else codec,
+                 None if (codec, inner) == (Kind.GZIP, Kind.TAR) else inner)
+                for inner_suffix, inner in _INNER
+                for codec_suffix, codec in _CODECS
+            ),
+            *_PLAIN,
+        ],
+        key=lambda row: -len(row[0]),
+    )
+)  # fmt: skip
 
 
 def detect(name: str) -> Format:
-    """The format of a file, from its name's suffix."""
+    """The format a file's name suggests (content decides first: see ``sniff``)."""
     lower = name.lower()
     for suffix, kind, inner in _SUFFIXES:
         if lower.endswith(suffix):
             return Format(kind, name[len(name) - len(suffix) :], inner)
     dot = name.rfind(".")
     return Format(Kind.META, name[dot:] if dot > 0 else "")
+
+
+def name_inner(name: str) -> Kind | None:
+    """The format a name says lies inside a compressed file that lacks the codec's suffix.
+
+    ``x.csv`` holding gzip is gzipped CSV; ``x.tgz`` or ``x.tar`` holding
+    gzip is a compressed tar.
+    """
+    fmt = detect(name)
+    if fmt.kind in COMPRESSED:
+        return fmt.inner
+    if fmt.kind in (Kind.TAR, Kind.TAR_GZ):
+        return Kind.TAR
+    return fmt.kind if fmt.kind in TEXT_KINDS else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +178,17 @@ class SampleNames:
     def for_outcome(self, outcome: str) -> str:
         return self.sample if outcome == "sample" else self.meta
 
+    @property
+    def outcomes(self) -> tuple[str, ...]:
+        """Every name a sample of this base may have had, whatever its format was."""
+        return (self.base, self.base + LISTING_SUFFIX, self.meta)
+
 
 def sample_names(name: str, fmt: Format) -> SampleNames:
+    """Names from the name's suffix (the base) and the format (sample, listing or .meta.json)."""
     stem = name[: len(name) - len(fmt.suffix)]
     base = f"{stem}_sample{fmt.suffix}"
-    if fmt.kind in (Kind.TAR, Kind.TAR_GZ):
+    if fmt.listing:
         sample = base + LISTING_SUFFIX
     elif fmt.kind is Kind.META:
         sample = base + META_SUFFIX

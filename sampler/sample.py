@@ -6,13 +6,16 @@ directory under ``--samples`` (names in ``paths``):
 1. currency: if ``<base>.source.json`` holds the record's sha256 and the file
    of its outcome exists, nothing is done (``Event.CURRENT``);
 2. the warehouse file is opened safely (``paths.open_source``), checked
-   against the record's size, and given to the sampler of its format through
+   against the record's size, its format found by content then name
+   (``sniff.sniff_format``), and given to the sampler of that format through
    a fresh ``Budget``; the sample is written atomically (temporary, fsync,
    rename);
 3. if that fails with ``SampleError`` (or a sampler bug: ``INTERNAL``), an
    error ``<base>.meta.json`` is written instead;
-4. then the sidecar is written atomically, and a leftover of the other
-   outcome from an earlier run is removed.
+4. then the sidecar is written atomically, naming the file written (its
+   suffix after the base: ``""``, ``.txt`` or ``.meta.json``), and a
+   leftover of another outcome (or another format) from an earlier run is
+   removed.
 
 The sidecar is written last, so a crash anywhere before it leaves the record
 not current and the redo writes the same sample again; a crash after it
@@ -39,18 +42,16 @@ import orjson
 
 from ingestor import __version__
 from ingestor.manifest import ManifestRecord, rfc3339
-from sampler.formats import (
-    HEAD_BYTES,
-    Sampled,
-    guess_type,
-    sample_csv,
-    sample_lines,
-    sample_parquet,
-)
-from sampler.formats_archive import sample_gzip, sample_tar, sample_zip
+from sampler.formats import Sampled, sample_csv, sample_jsonl
+from sampler.formats_archive import sample_tar, sample_zip
+from sampler.formats_avro import sample_avro
+from sampler.formats_columnar import sample_arrow_file, sample_arrow_stream, sample_orc, sample_parquet
+from sampler.formats_compressed import sample_compressed
 from sampler.formats_json import sample_json
+from sampler.formats_office import sample_xlsx
 from sampler.limits import BoundedFile, Budget, ErrorKind, Limits, SampleError
 from sampler.paths import (
+    COMPRESSED,
     Format,
     Kind,
     PathRejected,
@@ -65,9 +66,12 @@ from sampler.paths import (
     warehouse_roots,
     write_atomic,
 )
+from sampler.sniff import HEAD_BYTES, guess_type, sniff_format
 
 SIDECAR_VERSION = 1
 MAX_DIRTY_DIRS = 64
+# read by pyarrow or by the Avro framing, which take a short read for a truncated file
+STRICT = frozenset({Kind.PARQUET, Kind.ARROW, Kind.ARROW_STREAM, Kind.ORC, Kind.AVRO})
 
 
 class Event(StrEnum):
@@ -148,8 +152,8 @@ class Sampler:
         started = time.monotonic()
         try:
             parts = warehouse_parts(rec.warehouse, self.roots)
-            fmt = detect(parts[-1])
-            names = sample_names(parts[-1], fmt)
+            hint = detect(parts[-1])  # the name's format; the content decides in _write
+            names = sample_names(parts[-1], hint)
         except PathRejected as exc:
             return Outcome(Event.REJECTED, message=str(exc))
         rel_dir = parts[:-1]
@@ -160,14 +164,14 @@ class Sampler:
         except NotADirectoryError as exc:
             return Outcome(Event.REJECTED, message=f"samples tree: {exc}")
         try:
-            if dir_fd >= 0 and self._is_current(dir_fd, names, rec.sha256):
-                return Outcome(Event.CURRENT, fmt.kind)
+            if dir_fd >= 0 and (current := self._current(dir_fd, names, rec.sha256)) is not None:
+                return Outcome(Event.CURRENT, current)
             if dir_fd < 0:
                 try:
                     dir_fd = open_dir(self.samples_fd, rel_dir, create=True)
                 except NotADirectoryError as exc:
                     return Outcome(Event.REJECTED, message=f"samples tree: {exc}")
-            outcome = self._write(rec, parts, fmt, names, dir_fd)
+            outcome = self._write(rec, parts, hint, dir_fd)
             key = tuple(rel_dir)
             if key not in self._dirty:
                 self._dirty[key] = os.dup(dir_fd)
@@ -179,24 +183,48 @@ class Sampler:
         rel_sample = "/".join([*rel_dir, outcome.sample or ""])
         return replace(outcome, sample=rel_sample, seconds=time.monotonic() - started)
 
-    def _is_current(self, dir_fd: int, names: SampleNames, sha256: str) -> bool:
+    def _current(self, dir_fd: int, names: SampleNames, sha256: str) -> Kind | None:
+        """The format of a sample current for ``sha256`` (sidecar and its file present), else None."""
         raw = read_small(dir_fd, names.sidecar)
         if raw is None:
-            return False
+            return None
         try:
             side = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return False
+            return None
         if not isinstance(side, dict) or side.get("sha256") != sha256:
-            return False
+            return None
         outcome = side.get("outcome")
-        return outcome in ("sample", "error") and is_regular(dir_fd, names.for_outcome(outcome))
-
-    def _write(
-        self, rec: ManifestRecord, parts: list[str], fmt: Format, names: SampleNames, dir_fd: int
-    ) -> Outcome:
+        if outcome not in ("sample", "error"):
+            return None
+        suffix = side.get("file_suffix")  # absent from sidecars written before content detection
+        written = names.base + suffix if isinstance(suffix, str) else names.for_outcome(outcome)
+        if written not in names.outcomes:
+            return None
+        if not is_regular(dir_fd, written):
+            return None
         try:
-            result = self._sample_file(rec, parts, fmt, names, dir_fd)
+            return Kind(str(side.get("format")))
+        except ValueError:
+            return None
+
+    def _write(self, rec: ManifestRecord, parts: list[str], hint: Format, dir_fd: int) -> Outcome:
+        fmt = hint
+        try:
+            fd, st = open_source(self._warehouse_root(), parts)
+            try:
+                if st.st_size != rec.size:
+                    raise SampleError(
+                        ErrorKind.CHANGED,
+                        f"warehouse file is {st.st_size} bytes, the manifest says {rec.size}",
+                    )
+                f = BoundedFile(fd, st.st_size, Budget(self.limits))
+                fmt = sniff_format(f, hint, self.limits, parts[-1])
+                f.strict = fmt.kind in STRICT
+                names = sample_names(parts[-1], fmt)
+                result = self._sample_file(rec, fmt, names, f, st, dir_fd)
+            finally:
+                os.close(fd)
             outcome = Outcome(
                 Event.WRITTEN,
                 fmt.kind,
@@ -206,6 +234,7 @@ class Sampler:
                 result.note,
             )
         except SampleError as exc:
+            names = sample_names(parts[-1], fmt)
             doc = self._meta_doc(rec, fmt, None, None)
             doc["error"] = {"kind": str(exc.kind), "message": exc.message}
             write_atomic(dir_fd, names.meta, _write_bytes(_dump(doc)))
@@ -218,6 +247,7 @@ class Sampler:
             "source_b64": rec.warehouse_path_b64,
             "format": str(fmt.kind),
             "outcome": "sample" if outcome.event is Event.WRITTEN else "error",
+            "file_suffix": (outcome.sample or "")[len(names.base) :],  # the file written: base + this
             "rows": outcome.rows,
             "truncated": outcome.truncated,
             "note": outcome.note,
@@ -226,62 +256,62 @@ class Sampler:
             "sampler_version": __version__,
         }
         write_atomic(dir_fd, names.sidecar, _write_bytes(_dump(side)))
-        stale = names.meta if outcome.event is Event.WRITTEN else names.sample
-        if stale != outcome.sample:
-            try:
-                os.unlink(stale, dir_fd=dir_fd)
-            except FileNotFoundError:
-                pass
+        for stale in names.outcomes:
+            if stale != outcome.sample:
+                try:
+                    os.unlink(stale, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    pass
         return outcome
 
     def _sample_file(
-        self, rec: ManifestRecord, parts: list[str], fmt: Format, names: SampleNames, dir_fd: int
+        self,
+        rec: ManifestRecord,
+        fmt: Format,
+        names: SampleNames,
+        f: BoundedFile,
+        st: os.stat_result,
+        dir_fd: int,
     ) -> Sampled:
-        fd, st = open_source(self._warehouse_root(), parts)
+        if fmt.kind is Kind.META:
+            f.seek(0)
+            doc = self._meta_doc(rec, fmt, st, guess_type(f.read(HEAD_BYTES), fmt))
+            write_atomic(dir_fd, names.sample, _write_bytes(_dump(doc)))
+            return Sampled(rows=0, truncated=False)
         try:
-            if st.st_size != rec.size:
-                raise SampleError(
-                    ErrorKind.CHANGED,
-                    f"warehouse file is {st.st_size} bytes, the manifest says {rec.size}",
-                )
-            budget = Budget(self.limits)
-            f = BoundedFile(fd, st.st_size, budget, strict=fmt.kind is Kind.PARQUET)
-            if fmt.kind is Kind.META:
-                doc = self._meta_doc(rec, fmt, st, guess_type(f.read(HEAD_BYTES)))
-                write_atomic(dir_fd, names.sample, _write_bytes(_dump(doc)))
-                return Sampled(rows=0, truncated=False)
-            try:
-                return write_atomic(dir_fd, names.sample, lambda out: self._dispatch(fmt, f, out))
-            except (SampleError, OSError):
-                raise
-            except Exception as exc:  # a sampler bug must not stop the sampler
-                self.log.exception("sampler_internal_error", path=rec.warehouse, sha256=rec.sha256)
-                raise SampleError(ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            os.close(fd)
+            return write_atomic(dir_fd, names.sample, lambda out: self._dispatch(fmt, f, out))
+        except (SampleError, OSError):
+            raise
+        except Exception as exc:  # a sampler bug must not stop the sampler
+            self.log.exception("sampler_internal_error", path=rec.warehouse, sha256=rec.sha256)
+            raise SampleError(ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}") from exc
 
     def _dispatch(self, fmt: Format, f: BoundedFile, out: BinaryIO) -> Sampled:
         limits = self.limits
-        match fmt.kind:
-            case Kind.CSV:
-                return sample_csv(f, out, limits, delimiter=b",")
-            case Kind.TSV:
-                return sample_csv(f, out, limits, delimiter=b"\t")
-            case Kind.JSONL:
-                return sample_lines(f, out, limits)
-            case Kind.JSON:
-                return sample_json(f, out, limits)
-            case Kind.PARQUET:
-                return sample_parquet(f, out, limits)
-            case Kind.GZIP:
-                return sample_gzip(f, out, limits, fmt.inner)
-            case Kind.ZIP:
-                return sample_zip(f, out, limits)
-            case Kind.TAR:
-                return sample_tar(f, out, limits, compressed=False)
-            case Kind.TAR_GZ:
-                return sample_tar(f, out, limits, compressed=True)
-        raise AssertionError(f"no sampler for {fmt.kind}")
+        kind = fmt.kind
+        if kind in (Kind.CSV, Kind.TSV):
+            if fmt.dialect is not None:
+                d = fmt.dialect
+                return sample_csv(f, out, limits, delimiter=d.delimiter, quotechar=d.quotechar)
+            return sample_csv(f, out, limits, delimiter=b"\t" if kind is Kind.TSV else b",", sniff=True)
+        if kind in COMPRESSED:
+            return sample_compressed(f, out, limits, kind, fmt.inner)
+        samplers = {
+            Kind.JSONL: sample_jsonl,
+            Kind.JSON: sample_json,
+            Kind.PARQUET: sample_parquet,
+            Kind.ARROW: sample_arrow_file,
+            Kind.ARROW_STREAM: sample_arrow_stream,
+            Kind.ORC: sample_orc,
+            Kind.AVRO: sample_avro,
+            Kind.XLSX: sample_xlsx,
+            Kind.ZIP: sample_zip,
+        }
+        if kind in samplers:
+            return samplers[kind](f, out, limits)
+        if kind in (Kind.TAR, Kind.TAR_GZ):
+            return sample_tar(f, out, limits, compressed=kind is Kind.TAR_GZ)
+        raise AssertionError(f"no sampler for {kind}")
 
     def _meta_doc(
         self,
@@ -292,7 +322,7 @@ class Sampler:
     ) -> dict[str, Any]:
         """The ``.meta.json`` body: size, mtime, sha256, type guess (and error)."""
         if type_guess is None:
-            type_guess = self._head_guess(rec)
+            type_guess = self._head_guess(rec, fmt)
         return {
             "source": rec.warehouse_path,
             "source_b64": rec.warehouse_path_b64,
@@ -305,7 +335,7 @@ class Sampler:
             "error": None,
         }
 
-    def _head_guess(self, rec: ManifestRecord) -> dict[str, Any] | None:
+    def _head_guess(self, rec: ManifestRecord, fmt: Format) -> dict[str, Any] | None:
         """A type guess for an error document, when the file can still be opened."""
         try:
             fd, st = open_source(self._warehouse_root(), warehouse_parts(rec.warehouse, self.roots))
@@ -313,7 +343,7 @@ class Sampler:
             return None
         try:
             f = BoundedFile(fd, st.st_size, Budget(self.limits))
-            return guess_type(f.read(HEAD_BYTES))
+            return guess_type(f.read(HEAD_BYTES), fmt)
         except SampleError:
             return None
         finally:

@@ -13,8 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sampler.formats import CsvScanner, guess_type, sample_csv, sample_lines, sample_parquet
+from sampler.formats import CsvScanner, sample_csv, sample_lines
+from sampler.formats_columnar import sample_parquet
 from sampler.limits import BoundedFile, Budget, CapReached, ErrorKind, Limits, SampleError
+from sampler.sniff import guess_type
 
 
 def _open(path: Path, limits: Limits, strict: bool = False) -> tuple[int, BoundedFile]:

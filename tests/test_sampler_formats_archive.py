@@ -1,4 +1,4 @@
-"""gzip, zip and tar samplers against real (and hostile) archives."""
+"""gzip (through the compressed-file sampler), zip and tar samplers against real (and hostile) archives."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sampler.formats_archive import LISTING_NAME, sample_gzip, sample_tar, sample_zip
+from sampler.formats_archive import LISTING_NAME, sample_tar, sample_zip
+from sampler.formats_compressed import sample_compressed
 from sampler.limits import BoundedFile, Budget, CapReached, ErrorKind, Limits, SampleError
 from sampler.paths import Kind
 
@@ -25,7 +26,7 @@ def _run(path: Path, limits: Limits, fn: str, **kw: object) -> tuple[bytes, obje
         f = BoundedFile(fd, os.fstat(fd).st_size, Budget(limits))
         out = io.BytesIO()
         if fn == "gzip":
-            result = sample_gzip(f, out, limits, kw.get("inner"))  # type: ignore[arg-type]
+            result = sample_compressed(f, out, limits, Kind.GZIP, kw.get("inner"))  # type: ignore[arg-type]
         elif fn == "zip":
             result = sample_zip(f, out, limits)
         else:

@@ -65,7 +65,34 @@ def test_matches_the_oracle_on_random_documents(tmp_path: Path) -> None:
         got, result = run(tmp_path, data, rows)
         assert got == pruned(value, rows), (i, data)
         if isinstance(value, (list, dict)):
-            assert result.rows == min(len(value), rows)
+            assert result.rows == expected_rows(value, rows)
+
+
+def expected_rows(value: list[Any] | dict[str, Any], rows: int) -> int:
+    """Items of a top-level array; an object: the most items one of its kept arrays keeps, else members."""
+    if isinstance(value, dict):
+        arrays = [len(v) for v in list(value.values())[:rows] if isinstance(v, list)]
+        if arrays:
+            return min(max(arrays), rows)
+    return min(len(value), rows)
+
+
+def test_object_of_arrays_reports_the_rows_kept(tmp_path: Path) -> None:
+    doc = {"id": list(range(1000)), "name": [f"n{i}" for i in range(1000)], "score": [0.5] * 1000}
+    got, result = run(tmp_path, json.dumps(doc).encode(), rows=10)
+    assert got == {k: v[:10] for k, v in doc.items()}
+    assert (result.rows, result.truncated) == (10, True)
+    # a data array beside scalars: the rows are the array's items
+    got, result = run(tmp_path, json.dumps({"count": 3, "data": [{"a": 1}, {"a": 2}, {"a": 3}]}).encode(), 10)
+    assert got["data"] == [{"a": 1}, {"a": 2}, {"a": 3}] and result.rows == 3
+
+
+def test_object_of_arrays_cut_by_the_cap_reports_the_rows_kept(tmp_path: Path) -> None:
+    doc = {"a": [os.urandom(20).hex() for _ in range(5000)]}
+    got, result = run(tmp_path, json.dumps(doc).encode(), rows=10_000, max_bytes=20_000)
+    assert result.truncated and result.note == "byte cap reached"
+    assert 0 < len(got["a"]) < 5000 and result.rows == len(got["a"])
+    assert got["a"] == doc["a"][: len(got["a"])]
 
 
 def test_numbers_and_strings_are_copied_verbatim(tmp_path: Path) -> None:

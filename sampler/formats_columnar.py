@@ -1,0 +1,184 @@
+"""Samplers for columnar files, read with pyarrow: Parquet, Arrow IPC (file, stream, Feather), ORC.
+
+Same contract as ``formats``: a ``BoundedFile`` in (opened ``strict``, so a
+read the budget cannot grant raises at once instead of coming back short),
+the first N rows out, written in the same format with the same Arrow schema.
+Every byte pyarrow reads goes through the budget and the deadline; pyarrow
+errors (corrupt footers, truncated messages) are ``MALFORMED``.
+
+- Parquet: the first N rows, the schema with its key-value metadata, the
+  source's compression codec; pyarrow reads with a small ``buffer_size`` and
+  no pre-buffering, so only the first pages of the first row group's column
+  chunks are read, even when that row group is gigabytes.
+- Arrow IPC file and Feather v2 (``ARROW1``): the footer (checked against
+  the file and the cap first), then record batches from the first until N
+  rows; the schema and its metadata are kept. A record batch is read whole:
+  a first batch larger than the cap is ``TOO_LARGE``.
+- Arrow IPC stream: the schema message, then batches in order until N rows.
+  A stream that ends inside a message is ``MALFORMED``; one that ends
+  cleanly with fewer rows is a complete (short) sample.
+- ORC: the first stripe only (pyarrow has no smaller unit of reading),
+  sliced to N rows, written with the source's compression codec. pyarrow's
+  ORC writer cannot write user metadata, so ORC user metadata is not kept
+  (the note says so when the source had some).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, BinaryIO
+
+from sampler.formats import Sampled
+from sampler.limits import BoundedFile, ErrorKind, Limits, SampleError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+ARROW_MAGIC = b"ARROW1"
+_PARQUET_CODECS = ("none", "snappy", "gzip", "brotli", "zstd", "lz4")
+_ORC_CODECS = {"UNCOMPRESSED": "uncompressed", "ZLIB": "zlib", "SNAPPY": "snappy", "LZ4": "lz4",
+               "ZSTD": "zstd"}  # fmt: skip
+
+
+def _footer_len(f: BoundedFile, magic: bytes, what: str) -> int:
+    """The length a trailer ``<int32 little-endian><magic>`` declares, checked against file and cap."""
+    if f.size < 4 + 2 * len(magic):
+        raise SampleError(ErrorKind.MALFORMED, f"too short to be {what}")
+    f.seek(f.size - 4 - len(magic))
+    tail = f.read(4 + len(magic))
+    if tail[4:] != magic:
+        raise SampleError(ErrorKind.MALFORMED, f"no {what} footer (bad magic)")
+    footer_len = int.from_bytes(tail[:4], "little", signed=True)
+    if footer_len <= 0 or footer_len > f.size - 4 - 2 * len(magic):
+        raise SampleError(ErrorKind.MALFORMED, f"footer length {footer_len} does not fit the file")
+    if footer_len > f.budget.left:
+        raise SampleError(ErrorKind.TOO_LARGE, f"footer of {footer_len} bytes exceeds the byte cap")
+    f.seek(0)
+    return footer_len
+
+
+def _first_rows(batches: list[pa.RecordBatch], schema: pa.Schema, rows: int) -> pa.Table:
+    import pyarrow as pa
+
+    return pa.Table.from_batches(batches, schema=schema).slice(0, rows)
+
+
+# --- Parquet ------------------------------------------------------------------
+
+
+def sample_parquet(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _footer_len(f, b"PAR1", "Parquet")
+    try:
+        pf = pq.ParquetFile(f, buffer_size=1 << 16, pre_buffer=False)
+        schema = pf.schema_arrow
+        batches = []
+        n = 0
+        for batch in pf.iter_batches(batch_size=limits.rows, use_threads=False):
+            batches.append(batch)
+            n += batch.num_rows
+            if n >= limits.rows:
+                break
+        table = _first_rows(batches, schema, limits.rows)
+        codec = "snappy"
+        if pf.metadata.num_row_groups and pf.metadata.num_columns:
+            codec = pf.metadata.row_group(0).column(0).compression.lower()
+        if codec not in _PARQUET_CODECS:
+            codec = "snappy"
+        pq.write_table(table, out, compression=codec)
+    except SampleError:
+        raise
+    except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
+        raise SampleError(ErrorKind.MALFORMED, f"not readable as Parquet: {exc}") from exc
+    more = n > limits.rows or pf.metadata.num_rows > table.num_rows
+    return Sampled(rows=table.num_rows, truncated=False, note="first rows" if more else None)
+
+
+# --- Arrow IPC ----------------------------------------------------------------
+
+
+def sample_arrow_file(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
+    """Arrow IPC file / Feather v2: the first batches' rows, as an IPC file."""
+    import pyarrow as pa
+
+    _footer_len(f, ARROW_MAGIC, "Arrow IPC file")
+    try:
+        reader = pa.ipc.open_file(f)
+        schema = reader.schema
+        batches = []
+        n = 0
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            batches.append(batch)
+            n += batch.num_rows
+            if n >= limits.rows:
+                break
+        table = _first_rows(batches, schema, limits.rows)
+        with pa.ipc.new_file(out, schema) as writer:
+            writer.write_table(table)
+        more = n > table.num_rows or len(batches) < reader.num_record_batches
+    except SampleError:
+        raise
+    except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
+        raise SampleError(ErrorKind.MALFORMED, f"not readable as an Arrow IPC file: {exc}") from exc
+    return Sampled(rows=table.num_rows, truncated=False, note="first rows" if more else None)
+
+
+def sample_arrow_stream(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
+    """Arrow IPC stream: batches in order until N rows, as an IPC stream."""
+    import pyarrow as pa
+
+    try:
+        reader = pa.ipc.open_stream(f)
+        schema = reader.schema
+        batches = []
+        n = 0
+        ended = False
+        while n < limits.rows:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                ended = True
+                break
+            batches.append(batch)
+            n += batch.num_rows
+        table = _first_rows(batches, schema, limits.rows)
+        with pa.ipc.new_stream(out, schema) as writer:
+            writer.write_table(table)
+    except SampleError:
+        raise
+    except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
+        raise SampleError(ErrorKind.MALFORMED, f"not readable as an Arrow IPC stream: {exc}") from exc
+    return Sampled(rows=table.num_rows, truncated=False, note=None if ended else "first rows")
+
+
+# --- ORC ----------------------------------------------------------------------
+
+
+def sample_orc(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
+    """ORC: the first stripe's first N rows, same schema and codec."""
+    import pyarrow as pa
+    import pyarrow.orc as orc
+
+    if f.size < 4:
+        raise SampleError(ErrorKind.MALFORMED, "too short to be ORC")
+    try:
+        of = orc.ORCFile(f)
+        schema = of.schema
+        codec = _ORC_CODECS.get(str(of.compression).upper(), "uncompressed")
+        user_metadata = of.metadata
+        if of.nstripes:
+            table = pa.Table.from_batches([of.read_stripe(0)]).slice(0, limits.rows)
+        else:
+            table = schema.empty_table()
+        orc.write_table(table, out, compression=codec)
+        more = of.nrows > table.num_rows
+    except SampleError:
+        raise
+    except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
+        raise SampleError(ErrorKind.MALFORMED, f"not readable as ORC: {exc}") from exc
+    notes = ["first rows"] if more else []
+    if user_metadata:
+        notes.append("ORC user metadata not kept")
+    return Sampled(rows=table.num_rows, truncated=False, note="; ".join(notes) or None)

@@ -169,12 +169,14 @@ def sniff_text(head: bytes, *, complete: bool, csv_only: bool) -> tuple[Kind | N
     ``csv_only``: the name said TXT/DAT, so only CSV or lines.
     """
     if not csv_only and _JSON_START.match(head):
-        first = head.split(b"\n", 1)[0]
+        # JSONL: a first line that is JSON by itself, and another record line after it
+        first, _, rest = head.partition(b"\n")
+        second = rest.lstrip()
         try:
             orjson.loads(first)
         except orjson.JSONDecodeError:
             return Kind.JSON, None
-        return Kind.JSONL, None
+        return (Kind.JSONL if second.startswith((b"{", b"[")) else Kind.JSON), None
     dialect = sniff_dialect(head, complete=complete, default=None)
     if dialect is not None:
         return Kind.CSV, dialect

@@ -168,3 +168,17 @@ def hostile_files() -> dict[str, tuple[bytes, ErrorKind]]:
         "corrupt.parquet": (bytes(corrupt), ErrorKind.MALFORMED),
         "truncated.csv.gz": (truncated, ErrorKind.MALFORMED),
     }
+
+
+def sample_path(path: Path, fn: Any, limits: Any, *args: Any, strict: bool = False) -> tuple[bytes, Any, int]:
+    """Run sampler function ``fn`` on ``path`` as ``sample.Sampler`` does: (sample bytes, result, bytes spent)."""
+    from sampler.limits import BoundedFile, Budget
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        f = BoundedFile(fd, os.fstat(fd).st_size, Budget(limits), strict=strict)
+        out = io.BytesIO()
+        result = fn(f, out, limits, *args)
+        return out.getvalue(), result, limits.max_bytes - f.budget.left
+    finally:
+        os.close(fd)

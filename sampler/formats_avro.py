@@ -85,13 +85,14 @@ class _Framing:
             shift += 7
         raise SampleError(ErrorKind.MALFORMED, f"{what}: varint longer than 10 bytes")
 
-    def sized(self, what: str, budget_left: int) -> bytes:
+    def sized(self, what: str) -> bytes:
+        """A length-prefixed field, checked against the file and the cap before it is read."""
         n = self.long(what)
         if n < 0:
             raise SampleError(ErrorKind.MALFORMED, f"{what}: negative length {n}")
         if n > self.left_in_file():
             raise SampleError(ErrorKind.MALFORMED, f"{what} of {n} bytes runs past the end of the file")
-        if n > budget_left:
+        if n > self.f.budget.left + len(self.buf):
             raise SampleError(ErrorKind.TOO_LARGE, f"{what} of {n} bytes exceeds the byte cap")
         return self.exact(n, what)
 
@@ -118,8 +119,8 @@ def _header(r: _Framing) -> tuple[list[tuple[bytes, bytes]], bytes]:
             r.long("metadata block size")
             count = -count
         for _ in range(count):
-            key = r.sized("metadata key", r.f.budget.left)
-            value = r.sized("metadata value", r.f.budget.left)
+            key = r.sized("metadata key")
+            value = r.sized("metadata value")
             meta.append((key, value))
     return meta, r.exact(SYNC_SIZE, "sync marker")
 
@@ -279,7 +280,7 @@ def sample_avro(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
             count = r.long("block count")
             if count < 0:
                 raise SampleError(ErrorKind.MALFORMED, f"negative block count {count}")
-            data = r.sized("block", f.budget.left)
+            data = r.sized("block")
             if r.exact(SYNC_SIZE, "sync marker") != sync:
                 raise SampleError(ErrorKind.MALFORMED, "sync marker does not match the header's")
             block = _inflate(codec, data, f.budget.left)

@@ -61,8 +61,11 @@ class InflateMeter:
     the name and extra field, then the data from the next offset on, in
     order. A read at a member's header offset announces where its data
     starts; reads that continue a member's data are inflated here to count
-    what they expand to. A stored member costs its bytes once (already
-    counted as read); another method costs its declared size up front.
+    what they expand to. zipfile reads compressed data ahead of what it
+    inflates (up to about 16 KiB per call when openpyxl asks for 16 KiB of
+    XML), so the count may run a little ahead of what openpyxl parsed, never
+    behind. A stored member costs its bytes once (already counted as read);
+    another method costs its declared size up front.
     """
 
     def __init__(self, f: BoundedFile, infos: list[zipfile.ZipInfo]) -> None:

@@ -18,9 +18,11 @@ stream, so N rows cost the XML up to row N, not the sheet. Its bounds:
   shared strings table, the styles and each sheet's XML up to row N are
   paid for as decompressed bytes, and a part that would expand past the cap
   stops the sample (``TOO_LARGE``), as the deadline does (``TIMEOUT``);
-- a sheet's ``<dimension>`` is ignored (``reset_dimensions``): one claiming
-  10^9 rows or 16,384 columns makes no row longer and no loop longer; rows
-  are read with ``max_row=N``.
+- a sheet's ``<dimension>`` past Excel's grid (1,048,576 rows, 16,384
+  columns: 10^9 rows, say) is a lying size, ``HOSTILE``; one inside the grid
+  is still not trusted (``reset_dimensions``): A1:XFD1048576 on a sheet of
+  30 rows makes no row longer and no loop longer. Rows are read with
+  ``max_row=N``.
 
 openpyxl warns about the parts it drops (drawings, extensions); those
 warnings are silenced here, they say nothing about the data.
@@ -40,6 +42,7 @@ from sampler.formats_archive import open_zip
 from sampler.limits import BoundedFile, CapReached, ErrorKind, Limits, SampleError
 
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # 30 bytes; name and extra lengths last
+MAX_ROWS, MAX_COLUMNS = 1_048_576, 16_384  # Excel's grid
 
 
 class _Inflating:
@@ -164,7 +167,12 @@ def sample_xlsx(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
             sample = openpyxl.Workbook(write_only=True)
             source_sheets = wb.worksheets
             for ws in source_sheets[: limits.max_sheets]:
-                ws.reset_dimensions()  # read-only sheets: a <dimension> may lie (10^9 rows)
+                if (ws.max_row or 0) > MAX_ROWS or (ws.max_column or 0) > MAX_COLUMNS:
+                    raise SampleError(
+                        ErrorKind.HOSTILE,
+                        f"sheet {ws.title!r} claims {ws.max_row} rows x {ws.max_column} columns, past Excel's grid",
+                    )
+                ws.reset_dimensions()  # read-only sheets: a <dimension> inside the grid may still lie
                 dst = sample.create_sheet(title=ws.title)
                 dst.sheet_state = ws.sheet_state
                 for row in ws.iter_rows(max_row=limits.rows, values_only=True):

@@ -162,11 +162,70 @@ def hostile_files() -> dict[str, tuple[bytes, ErrorKind]]:
     corrupt[-8 - n : -8] = b"\xff" * n
     truncated = gzip.compress(os.urandom(100_000).hex().encode())[:5000]
     return {
+        **new_format_hostile_files(),
         "bomb.zip": (bomb_zip, ErrorKind.HOSTILE),
         "bomb.log.gz": (bomb_gz, ErrorKind.TOO_LARGE),
         "deep.json": (b"[" * 1_000_000, ErrorKind.HOSTILE),
         "corrupt.parquet": (bytes(corrupt), ErrorKind.MALFORMED),
         "truncated.csv.gz": (truncated, ErrorKind.MALFORMED),
+    }
+
+
+def new_format_hostile_files() -> dict[str, tuple[bytes, ErrorKind]]:
+    """One hostile file per format of issue 17: zstd bomb, lying xlsx, huge Avro block, corrupt ORC, truncated stream."""
+    import fastavro
+    import openpyxl
+    import pyarrow.orc as orc
+
+    sink = pa.BufferOutputStream()
+    with pa.CompressedOutputStream(sink, "zstd") as z:
+        for _ in range(200):  # 200 MiB of zeros in ~7 KB
+            z.write(b"\0" * (1 << 20))
+    bomb_zst = sink.getvalue().to_pybytes()
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    assert ws is not None
+    for i in range(5):
+        ws.append([i, f"row {i}"])
+    buf = io.BytesIO()
+    wb.save(buf)
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as src:
+        members = [(i.filename, src.read(i)) for i in src.infolist()]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as dst:
+        for name, data in members:
+            if name == "xl/worksheets/sheet1.xml":
+                data = data.replace(b'<dimension ref="A1:B5"', b'<dimension ref="A1:B1000000000"')
+            dst.writestr(name, data)
+    liar_xlsx = buf.getvalue()
+
+    buf = io.BytesIO()
+    schema = {"type": "record", "name": "R", "fields": [{"name": "s", "type": "string"}]}
+    fastavro.writer(buf, schema, [{"s": "x"}] * 10)
+    block = next(iter(fastavro.block_reader(io.BytesIO(buf.getvalue()))))
+    head = buf.getvalue()[: block.offset]
+    # count 10, then a block size of 2^60 bytes, then a little data: the block claims to be huge
+    huge_avro = head + b"\x14" + b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01" + b"x" * 100
+
+    buf = io.BytesIO()
+    orc.write_table(pa.table({"a": list(range(1000))}), buf)
+    data = bytearray(buf.getvalue())
+    ps_len = data[-1]
+    data[-1 - ps_len - 40 : -1 - ps_len] = b"\xff" * 40
+    corrupt_orc = bytes(data)
+
+    sink = pa.BufferOutputStream()
+    table = pa.table({"a": list(range(10_000))})
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    stream = sink.getvalue().to_pybytes()
+    return {
+        "bomb.csv.zst": (bomb_zst, ErrorKind.TOO_LARGE),
+        "liar.xlsx": (liar_xlsx, ErrorKind.HOSTILE),
+        "huge-block.avro": (huge_avro, ErrorKind.MALFORMED),
+        "corrupt.orc": (corrupt_orc, ErrorKind.MALFORMED),
+        "truncated.arrows": (stream[: len(stream) // 2], ErrorKind.MALFORMED),
     }
 
 

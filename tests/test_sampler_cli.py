@@ -57,3 +57,16 @@ def test_defaults_put_warehouse_beside_manifests(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert f'"warehouse":"{tmp_path}/warehouse"' in result.stderr
     assert (tmp_path / "s" / ".sampler-checkpoint.json.lock").exists()
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_manifests_not_a_directory_is_exit_2_and_creates_nothing(tmp_path: Path, kind: str) -> None:
+    manifests = tmp_path / "manifests"
+    if kind == "file":
+        manifests.write_bytes(b"")
+    result = _cli("run", "--manifests", str(manifests), "--samples", str(tmp_path / "s"), "--once")
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sampler: error: ") and "'--manifests'" in lines[0]
+    assert str(manifests) in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if kind == "missing" else ["manifests"])

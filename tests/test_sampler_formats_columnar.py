@@ -26,7 +26,9 @@ def table(rows: int) -> pa.Table:
             "id": pa.array(range(rows), pa.int64()),
             "name": pa.array([f"name-{i}" for i in range(rows)], pa.string()),
             "score": pa.array([i / 4 for i in range(rows)], pa.float64()),
-            "day": pa.array([dt.date(2026, 1, 1) + dt.timedelta(days=i % 300) for i in range(rows)], pa.date32()),
+            "day": pa.array(
+                [dt.date(2026, 1, 1) + dt.timedelta(days=i % 300) for i in range(rows)], pa.date32()
+            ),
             "tags": pa.array([[str(i), "t"] for i in range(rows)], pa.list_(pa.string())),
         }
     ).replace_schema_metadata({b"owner": b"data-team", b"source": b"unit-test"})

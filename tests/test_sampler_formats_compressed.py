@@ -92,7 +92,7 @@ def test_jsonl_and_json_inside(tmp_path: Path, kind: Kind) -> None:
 @pytest.mark.parametrize("kind", CODECS)
 def test_unknown_inner_format_is_sniffed(tmp_path: Path, kind: Kind) -> None:
     path = tmp_path / f"data{SUFFIX[kind]}"
-    path.write_bytes(compress(kind, b"a;b\n1;\"x\ny\"\n2;z\n3;w\n"))
+    path.write_bytes(compress(kind, b'a;b\n1;"x\ny"\n2;z\n3;w\n'))
     out, result, _ = sample_path(path, sample_compressed, Limits(rows=1), kind, None)
     assert decompress(kind, out) == b'a;b\n1;"x\ny"\n' and result.rows == 1  # CSV with ';', quotes kept
     path.write_bytes(compress(kind, b'{"a": 1}\n\n{"a": 2}\n{"a": 3}\n'))

@@ -90,14 +90,27 @@ def test_sheets_are_bounded(tmp_path: Path) -> None:
     assert result.note == "first 4 of 6 sheets"
 
 
-def test_dimension_claiming_a_billion_rows(tmp_path: Path) -> None:
-    path = tmp_path / "liar.xlsx"
-    workbook(path, {"data": 30})
+def lie_about_dimension(path: Path, ref: bytes) -> None:
     with zipfile.ZipFile(path) as z:
         xml = z.read("xl/worksheets/sheet1.xml")
-    lying = re.sub(rb'<dimension ref="[^"]*"', b'<dimension ref="A1:XFD1000000000"', xml)
+    lying = re.sub(rb'<dimension ref="[^"]*"', b'<dimension ref="' + ref + b'"', xml)
     assert lying != xml
     rewrite(path, {"xl/worksheets/sheet1.xml": lying})
+
+
+def test_dimension_claiming_a_billion_rows_is_hostile(tmp_path: Path) -> None:
+    path = tmp_path / "liar.xlsx"
+    workbook(path, {"data": 30})
+    lie_about_dimension(path, b"A1:XFD1000000000")
+    with pytest.raises(SampleError) as err:
+        sample_path(path, sample_xlsx, Limits(rows=100))
+    assert err.value.kind is ErrorKind.HOSTILE
+
+
+def test_dimension_inside_the_grid_but_wrong_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "liar.xlsx"
+    workbook(path, {"data": 30})
+    lie_about_dimension(path, b"A1:XFD1048576")
     started = time.monotonic()
     out, result, _ = sample_path(path, sample_xlsx, Limits(rows=100))
     assert time.monotonic() - started < 10

@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_sampler.py            # 2 MB vs 2 GB (a few minutes)
     .venv/bin/python bench/bench_sampler.py --quick    # 2 MB vs 64 MB (seconds, for CI)
     .venv/bin/python bench/bench_sampler.py --hostile  # bombs, a 1 GB line, deep JSON
+    .venv/bin/python bench/bench_sampler.py --formats issue17 --quick  # zstd/bz2/xz/lz4, Arrow, ORC, Avro, xlsx
 
 For each format (CSV, CSV gzip, Parquet with 128 MiB row groups, Parquet
 with ONE row group the size of the file) it writes a small and a large file
@@ -25,6 +26,13 @@ writeback competes with the measurement).
 
 The gzip file is one gzip member of CSV text with random fields (ratio ~2),
 compressed at level 1, so "2 GB" is its compressed size.
+
+``--formats issue17`` measures the formats added by issue 17 instead: the
+same CSV text in zstd, bzip2, xz (preset 0) and LZ4 frame (sizes are
+compressed sizes), an Arrow IPC file and stream (32 Ki-row batches), ORC
+(8 MiB stripes: the sampler reads the whole first stripe), Avro (deflate,
+fastavro's 16 KB blocks) and an xlsx of one sheet (its XML written
+directly, deflate level 1; the size is the zip's).
 """
 
 from __future__ import annotations
@@ -100,6 +108,117 @@ def make_parquet(path: Path, size: int, single_row_group: bool) -> None:
                 w.write_table(chunk, row_group_size=rows_per_group)
 
 
+def _csv_blocks() -> list[bytes]:
+    return [b"id,note,payload,n\n" + _csv_block(8000, 0)] + [_csv_block(8000, s) for s in range(1, 4)]
+
+
+def make_codec(path: Path, size: int, codec: str) -> None:
+    """CSV text compressed with ``codec`` until the file is ``size`` bytes."""
+    import bz2
+    import lzma
+
+    import pyarrow as pa
+
+    blocks = _csv_blocks()
+    with open(path, "wb") as f:
+        if codec in ("bz2", "xz"):
+            c = bz2.BZ2Compressor(9) if codec == "bz2" else lzma.LZMACompressor(preset=0)
+            i = 0
+            while f.tell() < size:
+                f.write(c.compress(blocks[i % 4]))
+                i += 1
+            f.write(c.flush())
+            return
+        with pa.CompressedOutputStream(pa.PythonFile(f, mode="w"), codec) as out:
+            i = 0
+            while f.tell() < size:
+                out.write(blocks[i % 4])
+                i += 1
+
+
+def _rows_table(n: int) -> object:
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "id": pa.array(range(n), pa.int64()),
+            "payload": pa.array([os.urandom(24).hex() for _ in range(n)]),
+            "score": pa.array([i * 0.25 for i in range(n)], pa.float64()),
+        }
+    ).replace_schema_metadata({b"bench": b"sampler"})
+
+
+def make_arrow(path: Path, size: int, stream: bool) -> None:
+    import pyarrow as pa
+
+    chunk = _rows_table(32_768)
+    with open(path, "wb") as f:
+        new = pa.ipc.new_stream if stream else pa.ipc.new_file
+        with new(f, chunk.schema) as w:  # type: ignore[attr-defined]
+            while f.tell() < size:
+                w.write_table(chunk)
+
+
+def make_orc(path: Path, size: int) -> None:
+    import pyarrow as pa
+    import pyarrow.orc as orc
+
+    chunk = _rows_table(32_768)
+    copies = max(1, round(size / chunk.nbytes))  # type: ignore[attr-defined]
+    big = pa.concat_tables([chunk] * copies)  # type: ignore[list-item]
+    orc.write_table(big, path, compression="uncompressed", stripe_size=8 << 20)
+
+
+def make_avro(path: Path, size: int) -> None:
+    import fastavro
+
+    schema = {"type": "record", "name": "Row", "fields": [
+        {"name": "id", "type": "long"}, {"name": "payload", "type": "string"},
+        {"name": "score", "type": "double"}]}  # fmt: skip
+    payloads = [os.urandom(24).hex() for _ in range(4096)]
+    n = size // 40  # ~40 bytes a record after deflate
+    with open(path, "wb") as f:
+        rows = ({"id": i, "payload": payloads[i % 4096], "score": i * 0.25} for i in range(n))
+        fastavro.writer(f, fastavro.parse_schema(schema), rows, codec="deflate")
+
+
+def make_xlsx(path: Path, size: int) -> None:
+    """A one-sheet xlsx, its parts written directly (openpyxl would take minutes for 64 MB)."""
+    import zipfile
+
+    ns = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
+    rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    ct = "application/vnd.openxmlformats-officedocument.spreadsheetml"
+    parts = {
+        "[Content_Types].xml": '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        f'<Override PartName="/xl/workbook.xml" ContentType="{ct}.sheet.main+xml"/>'
+        f'<Override PartName="/xl/worksheets/sheet1.xml" ContentType="{ct}.worksheet+xml"/></Types>',
+        "_rels/.rels": '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        f'<Relationship Id="rId1" Type="{rel}/officeDocument" Target="xl/workbook.xml"/></Relationships>',
+        "xl/workbook.xml": f'<?xml version="1.0" encoding="UTF-8"?><workbook {ns} xmlns:r="{rel}"><sheets>'
+        '<sheet name="data" sheetId="1" r:id="rId1"/></sheets></workbook>',
+        "xl/_rels/workbook.xml.rels": '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        f'<Relationship Id="rId1" Type="{rel}/worksheet" Target="worksheets/sheet1.xml"/></Relationships>',
+    }
+    payloads = [os.urandom(24).hex() for _ in range(4096)]
+    with open(path, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for name, text in parts.items():
+            z.writestr(name, text)
+        with z.open("xl/worksheets/sheet1.xml", "w", force_zip64=True) as m:
+            m.write(f'<?xml version="1.0" encoding="UTF-8"?><worksheet {ns}><sheetData>'.encode())
+            r = 1
+            while raw.tell() < size:
+                rows = []
+                for _ in range(1000):
+                    rows.append(f'<row r="{r}"><c r="A{r}"><v>{r}</v></c><c r="B{r}" t="inlineStr"><is><t>'
+                                f'{payloads[r % 4096]}</t></is></c><c r="C{r}"><v>{r * 0.25}</v></c></row>')  # fmt: skip
+                    r += 1
+                m.write("".join(rows).encode())
+            m.write(b"</sheetData></worksheet>")
+
+
 def make_long_line(path: Path, size: int) -> None:
     with open(path, "wb") as f:
         f.truncate(size)  # sparse: one line of NULs, no newline
@@ -141,6 +260,21 @@ CASES = {
     "parquet (128 MiB row groups)": ("groups.parquet", lambda p, s: make_parquet(p, s, False)),
     "parquet (one row group)": ("onegroup.parquet", lambda p, s: make_parquet(p, s, True)),
 }
+
+
+# --formats issue17: the formats issue 17 added
+ISSUE17_CASES = {
+    "csv.zst": ("data.csv.zst", lambda p, s: make_codec(p, s, "zstd")),
+    "csv.bz2": ("data.csv.bz2", lambda p, s: make_codec(p, s, "bz2")),
+    "csv.xz": ("data.csv.xz", lambda p, s: make_codec(p, s, "xz")),
+    "csv.lz4": ("data.csv.lz4", lambda p, s: make_codec(p, s, "lz4")),
+    "arrow (IPC file)": ("data.arrow", lambda p, s: make_arrow(p, s, False)),
+    "arrows (IPC stream)": ("data.arrows", lambda p, s: make_arrow(p, s, True)),
+    "orc (8 MiB stripes)": ("data.orc", make_orc),
+    "avro (deflate)": ("data.avro", make_avro),
+    "xlsx": ("data.xlsx", make_xlsx),
+}
+FORMAT_SETS = {"default": CASES, "issue17": ISSUE17_CASES, "all": {**CASES, **ISSUE17_CASES}}
 
 
 def _proc(path: str, field: str) -> int:
@@ -216,6 +350,12 @@ def main() -> int:
         help="where samples go (default /dev/shm: no disk fsync latency in the timing)",
     )
     ap.add_argument("--hostile", action="store_true", help="measure the hostile inputs instead")
+    ap.add_argument(
+        "--formats",
+        choices=sorted(FORMAT_SETS),
+        default="default",
+        help="which formats: default (CSV, CSV gzip, Parquet), issue17 (the formats issue 17 added), all",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--expect", default="sample_written", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -235,7 +375,7 @@ def main() -> int:
     rows: list[dict[str, object]] = []
     worst_ratio = worst_peak = 0.0
     try:
-        for label, (name, make) in CASES.items():
+        for label, (name, make) in FORMAT_SETS[args.formats].items():
             results = []
             for tag, size in (("small", small), ("large", large)):
                 d = work / f"{tag}-{name}"

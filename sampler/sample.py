@@ -219,7 +219,7 @@ class Sampler:
                         f"warehouse file is {st.st_size} bytes, the manifest says {rec.size}",
                     )
                 f = BoundedFile(fd, st.st_size, Budget(self.limits))
-                fmt = sniff_format(f, hint, self.limits, parts[-1])
+                fmt = self._sniff(rec, f, hint, parts[-1])
                 f.strict = fmt.kind in STRICT
                 names = sample_names(parts[-1], fmt)
                 result = self._sample_file(rec, fmt, names, f, st, dir_fd)
@@ -263,6 +263,15 @@ class Sampler:
                 except FileNotFoundError:
                     pass
         return outcome
+
+    def _sniff(self, rec: ManifestRecord, f: BoundedFile, hint: Format, name: str) -> Format:
+        try:
+            return sniff_format(f, hint, self.limits, name)
+        except SampleError:
+            raise
+        except Exception as exc:  # a detection bug must not stop the sampler
+            self.log.exception("sampler_internal_error", path=rec.warehouse, sha256=rec.sha256)
+            raise SampleError(ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}") from exc
 
     def _sample_file(
         self,

@@ -9,7 +9,9 @@ budget) and the ``Format`` its name suggests (``paths.detect``). Output: the
   plausible metadata length), ORC ``ORC``, Avro ``Obj\\x01``, gzip, zstd,
   bzip2 (``BZh1``..``BZh9``), xz, LZ4 frame, tar (``ustar`` at 257) and zip,
   an xlsx being a zip whose central directory holds ``[Content_Types].xml``
-  and ``xl/`` parts. So a Parquet file without an extension, a gzip without
+  and ``xl/`` parts. The printable magics (``PAR1``, ``ARROW1``, ``ORC``)
+  overrule a text name only when the file's trailer matches too: a CSV whose
+  header starts ``ORCID,`` stays CSV. So a Parquet file without an extension, a gzip without
   ``.gz`` or an ``.arrows`` file are sampled as what they are. A compressed
   file's inner format comes from its name (``x.csv`` holding gzip is gzipped
   CSV), else from its decompressed content (``formats_compressed``).
@@ -38,7 +40,7 @@ import puremagic
 from sampler.formats import SNIFF_BYTES, sniff_dialect
 from sampler.formats_archive import open_zip
 from sampler.limits import BoundedFile, ErrorKind, Limits, SampleError
-from sampler.paths import COMPRESSED, CsvDialect, Format, Kind, name_inner
+from sampler.paths import COMPRESSED, TEXT_KINDS, CsvDialect, Format, Kind, name_inner
 
 HEAD_BYTES = 4096
 
@@ -119,6 +121,8 @@ def sniff_format(f: BoundedFile, hint: Format, limits: Limits, name: str) -> For
     head = f.read(HEAD_BYTES)
     f.seek(0)
     kind = magic_kind(head)
+    if kind in _TRAILERS and hint.kind in TEXT_KINDS and not _trailer_matches(f, kind):
+        kind = None  # "ORCID,name" or "PAR1,..." as a CSV header: printable magic, no trailer
     if kind is Kind.ZIP:
         if _zip_is_xlsx(f, limits, hint):
             return Format(Kind.XLSX, hint.suffix)
@@ -142,6 +146,21 @@ def sniff_format(f: BoundedFile, hint: Format, limits: Limits, name: str) -> For
                 return Format(Kind.CSV, hint.suffix, dialect=dialect)
         return Format(Kind.META, hint.suffix)
     return hint
+
+
+# formats whose magic is printable text: their trailer must match too before a text name is overruled
+_TRAILERS = {Kind.PARQUET: b"PAR1", Kind.ARROW: b"ARROW1", Kind.ORC: b"ORC"}
+
+
+def _trailer_matches(f: BoundedFile, kind: Kind) -> bool:
+    if f.size < 12:
+        return False
+    f.seek(f.size - 8)
+    tail = f.read(8)
+    f.seek(0)
+    if kind is Kind.ORC:  # the postscript ends with its magic, then one byte: its length
+        return tail[-4:-1] == b"ORC"
+    return tail.endswith(_TRAILERS[kind])
 
 
 def _zip_is_xlsx(f: BoundedFile, limits: Limits, hint: Format) -> bool:

@@ -243,3 +243,14 @@ def test_guess_type_prefers_our_names() -> None:
     assert magic_kind(b"\x04\x22\x4d\x18rest") is Kind.LZ4
     assert magic_kind(b"\xfd7zXZ\x00rest") is Kind.XZ
     assert magic_kind(b"just text") is None
+
+
+def test_printable_magic_does_not_overrule_a_text_name_without_its_trailer(
+    lay: Layout, sampler: Sampler
+) -> None:
+    data = b"ORCID,name\n0000-0001,Ada\n0000-0002,Grace\n0000-0003,Edsger\n0000-0004,Barbara\n"
+    out = sampler.sample(record(lay.file("people.csv", data)))
+    assert out.event is Event.WRITTEN and out.format == "csv"
+    assert (lay.samples / "people_sample.csv").read_bytes() == b"".join(data.splitlines(keepends=True)[:4])
+    out = sampler.sample(record(lay.file("people.bin", _orc())))
+    assert out.format == "orc"

@@ -5,7 +5,8 @@ written by openpyxl in write-only mode, one sheet per source sheet (same
 titles and visibility, in order) holding the cell values of its first N rows
 (cached values of formulas: ``data_only``, so the sample reads as the source
 does without recalculation). Styles, charts, comments and merged cells are
-not kept: the sample is of the data.
+not kept: the sample is of the data. Rows reported: the rows written, all
+sheets together.
 
 Reading is openpyxl's read-only mode, which parses a sheet's XML as a
 stream, so N rows cost the XML up to row N, not the sheet. Its bounds:

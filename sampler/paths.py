@@ -9,6 +9,12 @@ matched case-insensitively and kept as written. Compound suffixes count as one:
     W/.../x.tar.gz  (tar listing)         ->  S/.../x_sample.tar.gz.txt
     W/.../x.bin     (unknown format)      ->  S/.../x_sample.bin.meta.json
     W/.../README    (no suffix)           ->  S/.../README_sample.meta.json
+    W/.../part-0    (Parquet by content)  ->  S/.../part-0_sample
+    W/.../x.txt     (CSV by content)      ->  S/.../x_sample.txt
+
+The base comes from the name alone; the format (found by content first, see
+``sniff``) decides only whether the sample is the base itself, a listing
+(``.txt``) or a ``.meta.json``.
 
 ``<stem>_sample<suffix>`` is the sample's *base*. Beside every sample sits
 ``<base>.source.json``, the sidecar: the source's sha256 and record id, the

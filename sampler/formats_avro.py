@@ -52,9 +52,6 @@ class _Framing:
         self.buf = b""
         self.pos = 0  # file offset of buf[0]
 
-    def offset(self) -> int:
-        return self.pos
-
     def left_in_file(self) -> int:
         return self.f.size - self.pos
 

@@ -49,7 +49,7 @@ def _physical_lines(text: str) -> Iterator[str]:
         i = j + 1
 
 
-def oracle_records(data: bytes, delimiter: str = ",") -> list[bytes]:
+def oracle_records(data: bytes, delimiter: str = ",", quotechar: str = '"') -> list[bytes]:
     """Raw bytes of each record as the csv module reads them (independent of the scanner)."""
     consumed: list[str] = []
 
@@ -61,7 +61,7 @@ def oracle_records(data: bytes, delimiter: str = ",") -> list[bytes]:
     records = []
     old_limit = csv.field_size_limit(1 << 30)
     try:
-        for _ in csv.reader(feed(), delimiter=delimiter, strict=False):
+        for _ in csv.reader(feed(), delimiter=delimiter, quotechar=quotechar, strict=False):
             records.append("".join(consumed).encode("latin-1"))
             consumed.clear()
     finally:
@@ -93,17 +93,18 @@ def test_csv_sample_is_header_plus_n_records_byte_for_byte(tmp_path: Path, rows:
     )
 
 
-def test_csv_scanner_agrees_with_csv_module_on_random_input() -> None:
+@pytest.mark.parametrize(("delimiter", "quotechar"), [(",", '"'), (";", "'"), ("|", '"')])
+def test_csv_scanner_agrees_with_csv_module_on_random_input(delimiter: str, quotechar: str) -> None:
     rng = random.Random(20261123)
-    alphabet = [b"a", b"b", b",", b'"', b"\n", b"\r", b"\r\n", b" ", b"\t"]
+    alphabet = [b"a", b"b", b",", b";", b"|", b'"', b"'", b"\n", b"\r", b"\r\n", b" ", b"\t"]
     for _ in range(400):
         data = b"".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 60)))
-        want = oracle_records(data)
+        want = oracle_records(data, delimiter, quotechar)
         ends, pos = [], 0
         for rec in want:
             pos += len(rec)
             ends.append(pos)
-        scanner = CsvScanner(b",")
+        scanner = CsvScanner(delimiter.encode(), quotechar.encode())
         buf = bytearray()
         got: list[int] = []
         cut = rng.randrange(0, len(data) + 1)  # feed in two chunks: state must carry over

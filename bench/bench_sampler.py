@@ -32,7 +32,7 @@ same CSV text in zstd, bzip2, xz (preset 0) and LZ4 frame (sizes are
 compressed sizes), an Arrow IPC file and stream (32 Ki-row batches), ORC
 (8 MiB stripes: the sampler reads the whole first stripe), Avro (deflate,
 fastavro's 16 KB blocks) and an xlsx of one sheet (its XML written
-directly, deflate level 1; the size is the zip's).
+directly with a ``<dimension>``, deflate level 1; the size is the zip's).
 """
 
 from __future__ import annotations
@@ -203,19 +203,26 @@ def make_xlsx(path: Path, size: int) -> None:
         f'<Relationship Id="rId1" Type="{rel}/worksheet" Target="worksheets/sheet1.xml"/></Relationships>',
     }
     payloads = [os.urandom(24).hex() for _ in range(4096)]
+
+    def rows(first: int, count: int) -> bytes:
+        return "".join(
+            f'<row r="{r}"><c r="A{r}"><v>{r}</v></c><c r="B{r}" t="inlineStr"><is><t>'
+            f'{payloads[r % 4096]}</t></is></c><c r="C{r}"><v>{r * 0.25}</v></c></row>'
+            for r in range(first, first + count)
+        ).encode()
+
+    # a <dimension>, as Excel, openpyxl and XlsxWriter write it: without one, openpyxl's
+    # read-only mode parses the whole sheet when the workbook opens
+    per_row = len(zlib.compress(rows(1_000_000, 10_000), 1)) / 10_000
+    n = max(1000, int(size / per_row))
     with open(path, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
         for name, text in parts.items():
             z.writestr(name, text)
         with z.open("xl/worksheets/sheet1.xml", "w", force_zip64=True) as m:
-            m.write(f'<?xml version="1.0" encoding="UTF-8"?><worksheet {ns}><sheetData>'.encode())
-            r = 1
-            while raw.tell() < size:
-                rows = []
-                for _ in range(1000):
-                    rows.append(f'<row r="{r}"><c r="A{r}"><v>{r}</v></c><c r="B{r}" t="inlineStr"><is><t>'
-                                f'{payloads[r % 4096]}</t></is></c><c r="C{r}"><v>{r * 0.25}</v></c></row>')  # fmt: skip
-                    r += 1
-                m.write("".join(rows).encode())
+            m.write(f'<?xml version="1.0" encoding="UTF-8"?><worksheet {ns}><dimension ref="A1:C{n}"/>'
+                    "<sheetData>".encode())  # fmt: skip
+            for first in range(1, n + 1, 1000):
+                m.write(rows(first, min(1000, n + 1 - first)))
             m.write(b"</sheetData></worksheet>")
 
 

@@ -25,6 +25,11 @@ stream, so N rows cost the XML up to row N, not the sheet. Its bounds:
   30 rows makes no row longer and no loop longer. Rows are read with
   ``max_row=N``.
 
+A sheet without a ``<dimension>`` element (Excel, openpyxl and XlsxWriter
+all write one) is parsed whole by openpyxl when the workbook opens, to find
+its size: that costs the sheet's whole XML, so such a sheet larger than the
+cap ends ``TOO_LARGE`` (measured: 26 MB of XML, 2.4 s with a 256 MiB cap).
+
 openpyxl warns about the parts it drops (drawings, extensions); those
 warnings are silenced here, they say nothing about the data.
 """

@@ -118,6 +118,21 @@ def test_dimension_inside_the_grid_but_wrong_is_ignored(tmp_path: Path) -> None:
     assert result.rows == 31  # the real rows, no padding to the claimed dimension
 
 
+def test_a_sheet_without_dimension_is_read_whole_by_openpyxl_within_the_cap(tmp_path: Path) -> None:
+    path = tmp_path / "nodim.xlsx"
+    workbook(path, {"data": 20_000})
+    with zipfile.ZipFile(path) as z:
+        xml = z.read("xl/worksheets/sheet1.xml")
+    rewrite(path, {"xl/worksheets/sheet1.xml": re.sub(rb"<dimension [^>]*/>", b"", xml)})
+    with pytest.raises(SampleError) as err:  # openpyxl parses it whole to size it: the cap stops that
+        sample_path(path, sample_xlsx, Limits(rows=10, max_bytes=len(xml) // 2))
+    assert err.value.kind is ErrorKind.TOO_LARGE
+    workbook(path, {"data": 20_000})  # the same sheet with its <dimension>: the same cap is plenty
+    out, result, _ = sample_path(path, sample_xlsx, Limits(rows=10, max_bytes=len(xml) // 2))
+    assert rows_of(out, "data") == rows_of(path, "data", 10)
+    assert result.rows == 10
+
+
 def test_huge_first_row_stops_at_the_cap(tmp_path: Path) -> None:
     path = tmp_path / "wide.xlsx"
     workbook(path, {"data": 3})

@@ -10,6 +10,10 @@ and ``bronze/{yyyy}/{mm}/{dd}/{hhmmss}--{name}`` expresses the "bronze" style.
 ``{reldir}``   its directory part (empty at the top level)
 ``{name}``     the file name (``data.csv``); ``{stem}`` ``data``; ``{ext}`` ``.csv``
 ``{sha256}``   the content hash; ``{sha8}`` its first 8 hex digits
+``{relpath-N}``  ``{relpath}`` without its first N directories (``{relpath-1}`` of
+               ``env0/a/data.csv`` is ``a/data.csv``; never less than the name)
+``{reldir-N}``   ``{reldir}`` without its first N directories
+``{source}``   the source's name; ``{vendor}``... its path's placeholders
 =============  ==============================================================
 
 Every path component is kept within the 255-byte ``NAME_MAX``: a long name is
@@ -20,14 +24,18 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import string
 import time
+from collections.abc import Mapping
 
 DEFAULT_LAYOUT = "ingest_date={date}/{relpath}"
 NAME_MAX = 255
 FIELDS = frozenset(
     {"date", "yyyy", "mm", "dd", "hh", "hhmmss", "relpath", "reldir", "name", "stem", "ext", "sha256", "sha8"}
 )
+_DROP = re.compile(r"(relpath|reldir)-([0-9]{1,2})\Z")
+_PLACEHOLDER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _COMPRESSION = frozenset({".gz", ".bz2", ".xz", ".zst", ".lz4", ".z", ".zip"})
 
 
@@ -45,7 +53,14 @@ def split_name(name: str) -> tuple[str, str]:
     return stem, ext
 
 
-def validate_layout(template: str) -> str:
+def fields_of(template: str) -> set[str]:
+    """The field names a (valid) layout uses."""
+    return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+
+
+def validate_layout(template: str, *, placeholders: bool = False) -> str:
+    """A layout that renders a safe relative path. With ``placeholders`` any name is
+    accepted as a source's placeholder (its source checks them)."""
     names = set()
     try:
         for _, field, spec, conv in string.Formatter().parse(template):
@@ -56,14 +71,19 @@ def validate_layout(template: str) -> str:
             names.add(field)
     except ValueError as exc:
         raise LayoutError(f"layout {template!r} is not a valid template: {exc}") from None
-    unknown = names - FIELDS
+    unknown = {n for n in names - FIELDS if not _DROP.match(n)}
+    if placeholders:
+        bad = {n for n in unknown if not _PLACEHOLDER.match(n)}
+        if bad:
+            raise LayoutError(f"layout field(s) {sorted(bad)} are not names")
+        unknown = set()
     if unknown:
         raise LayoutError(f"layout has unknown field(s) {sorted(unknown)}; known: {sorted(FIELDS)}")
-    if not names & {"relpath", "name", "stem"}:
-        raise LayoutError("layout must contain {relpath}, {name} or {stem}")
+    if not (names & {"relpath", "name", "stem"} or any(n.startswith("relpath-") for n in names)):
+        raise LayoutError("layout must contain {relpath}, {relpath-N}, {name} or {stem}")
     if template.startswith("/"):
         raise LayoutError("layout must be a relative path")
-    render(template, "sub/dir/sample.csv", 0, "0" * 64)
+    render(template, "sub/dir/sample.csv", 0, "0" * 64, {n: "x" for n in names - FIELDS})
     return template
 
 
@@ -80,15 +100,31 @@ def _time_fields(second: int) -> dict[str, str]:
     }
 
 
-def render(template: str, rel: str, ns: int, sha256: str) -> str:
-    """The warehouse-relative path of ``rel`` landed at ``ns`` with content ``sha256``."""
+def _drop(rel: str, n: int, keep_name: bool) -> str:
+    parts = rel.split("/")
+    dirs, name = parts[:-1][n:], parts[-1]
+    return "/".join([*dirs, name]) if keep_name else "/".join(dirs)
+
+
+def render(
+    template: str, rel: str, ns: int, sha256: str, extra: Mapping[str, str] | None = None
+) -> str:
+    """The warehouse-relative path of ``rel`` landed at ``ns`` with content ``sha256``;
+    ``extra``: the source's name and placeholder values, and ``{relpath-N}`` fields."""
     if template == DEFAULT_LAYOUT:  # the common case, without str.format
         out = f"ingest_date={_time_fields(ns // 1_000_000_000)['date']}/{rel}"
         if "/." not in "/" + out and "//" not in out and not out.endswith("/"):
             return out if all(len(p) <= 63 for p in out.split("/")) or _fits(out) else _fit_all(out)
     name = os.path.basename(rel)
     stem, ext = split_name(name)
+    fields = dict(extra) if extra else {}
+    if "-" in template:
+        for f in fields_of(template):
+            m = _DROP.match(f)
+            if m:
+                fields[f] = _drop(rel, int(m.group(2)), m.group(1) == "relpath")
     out = template.format(
+        **fields,
         **_time_fields(ns // 1_000_000_000),
         relpath=rel,
         reldir=os.path.dirname(rel),

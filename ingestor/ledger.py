@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 from ingestor import faults
 from ingestor import layout as layout_mod
 from ingestor.errors import Fatal, Retryable
-from ingestor.ledger_db import COLUMNS, SCHEMA, connect, migrate, record_of, unknown_keys
+from ingestor.ledger_db import COLUMNS, connect, create, record_of, unknown_keys
 from ingestor.manifest import manifest_rel_for
 from ingestor.owners import OwnerLocks
 from ingestor.plan import Dests, PlanPolicy, PlanResult, content_key, plan_batch
@@ -75,14 +75,19 @@ class Ledger:
 
     # ------------------------------------------------------------ lifecycle
 
-    def open(self, roots: dict[str, str]) -> None:
-        """Create or open the ledger; refuse one made for other directories."""
+    def open(self, roots: dict[str, str] | None) -> None:
+        """Create or open the ledger; refuse one made for other directories.
+
+        ``roots``: the landing dir, warehouse and manifests dir of a ledger of
+        one landing dir (its site 0); None for sources, whose landing dirs are
+        registered as they are served (``site``).
+        """
+        roots = roots or {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = connect(self.path)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
-            migrate(conn)
+            create(conn)
             stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.Error as exc:
             raise Fatal(
@@ -301,14 +306,54 @@ class Ledger:
 
         def op(conn: sqlite3.Connection) -> list[PlanResult]:
             now = time.time_ns()
-            dests = Dests(conn, policy.warehouse)
+            dests = Dests(conn, policy.warehouse, wh=policy.wh)
             manifest_rel = manifest_rel_for(now)
             floor = floor_of(manifest_rel) if floor_of is not None else None
             return plan_batch(conn, dests, items, policy, owner, now, manifest_rel, floor)
 
         return self.call(op)
 
-    def moved(self, updates: Sequence[MovedUpdate], dedup: Dedup = Dedup.CONTENT) -> None:
+    def site(self, landing: str, warehouse: str, manifests: str, source: str, dataset: str) -> tuple[int, int]:
+        """The ids of a landing dir and of its warehouse, registered on first sight.
+
+        The landing dir of a ledger of one (meta ``landing``) is site 0, so a
+        config with sources can take over such a ledger's records. A warehouse
+        is known by the id of the first site that used it.
+        """
+
+        def op(conn: sqlite3.Connection) -> tuple[int, int]:
+            row = conn.execute("SELECT id FROM sites WHERE landing = ?", (landing,)).fetchone()
+            if row is None:
+                meta = conn.execute("SELECT value FROM meta WHERE key = 'landing'").fetchone()
+                taken = conn.execute("SELECT 1 FROM sites WHERE id = 0").fetchone()
+                site_id = 0 if (meta is not None and meta[0] == landing and taken is None) else None
+                cur = conn.execute(
+                    "INSERT INTO sites(id, landing, warehouse, manifests, source, dataset, wh) "
+                    "VALUES (?, ?, ?, ?, ?, ?, -1)",
+                    (site_id, landing, warehouse, manifests, source, dataset),
+                )
+                site_id = cur.lastrowid if site_id is None else site_id
+            else:
+                site_id = row[0]
+                conn.execute(
+                    "UPDATE sites SET warehouse=?, manifests=?, source=?, dataset=? WHERE id=?",
+                    (warehouse, manifests, source, dataset, site_id),
+                )
+            (wh,) = conn.execute("SELECT min(id) FROM sites WHERE warehouse = ?", (warehouse,)).fetchone()
+            conn.execute("UPDATE sites SET wh = ? WHERE id = ?", (wh, site_id))
+            return int(site_id), int(wh)
+
+        return self.call(op)
+
+    def sites(self) -> dict[int, tuple[str, str, str, str, str]]:
+        """Every landing dir the ledger knows: id → (landing, warehouse, manifests, source, dataset)."""
+        rows = self.reader().execute("SELECT id, landing, warehouse, manifests, source, dataset FROM sites")
+        return {r[0]: tuple(r[1:]) for r in rows}
+
+    def moved(self, updates: Sequence[MovedUpdate], policy: PlanPolicy | None = None) -> None:
+        dedup = policy.dedup if policy is not None else Dedup.CONTENT
+        scope = policy.scope if policy is not None else b""
+
         def op(conn: sqlite3.Connection) -> None:
             now = time.time_ns()
             conn.executemany(
@@ -330,7 +375,7 @@ class Ledger:
                     conn.execute("DELETE FROM content WHERE id=?", (u.id,))
                     conn.execute(
                         "INSERT OR IGNORE INTO content(key, id) VALUES (?, ?)",
-                        (content_key(sha, os.fsdecode(source_rel), dedup), u.id),
+                        (content_key(sha, os.fsdecode(source_rel), dedup, scope), u.id),
                     )
 
         self.call(op)
@@ -381,7 +426,9 @@ class Ledger:
 
         def op(conn: sqlite3.Connection) -> Record:
             base = layout_mod.without_suffix(rec.dest_rel or "", rec.sha256)
-            dest = Dests(conn, policy.warehouse, check_disk=True).unique(base, rec.sha256, first=1)
+            dest = Dests(conn, policy.warehouse, check_disk=True, wh=policy.wh).unique(
+                base, rec.sha256, first=1
+            )
             conn.execute(
                 "UPDATE files SET dest_rel=?, updated_ns=? WHERE id=?",
                 (os.fsencode(dest), time.time_ns(), rec.id),
@@ -408,16 +455,20 @@ class Ledger:
 
         return self.call(op)
 
-    def adopt(self, dead_owner: str) -> list[Record]:
-        """Take over a dead owner's unfinished rows."""
+    def adopt(self, dead_owner: str, sites: Sequence[int] | None = None) -> list[Record]:
+        """Take over a dead owner's unfinished rows (of the landing dirs served: ``sites``);
+        rows of other landing dirs stay the dead owner's until theirs is served."""
         me = self.owner
+        where = "" if sites is None else f" AND site IN ({','.join(str(int(i)) for i in sites) or '-1'})"
 
         def op(conn: sqlite3.Connection) -> list[Record]:
             rows = conn.execute(
-                f"SELECT {COLUMNS} FROM files WHERE owner=? AND state IN {OPEN_SQL} ORDER BY id",
+                f"SELECT {COLUMNS} FROM files WHERE owner=? AND state IN {OPEN_SQL}{where} ORDER BY id",
                 (dead_owner,),
             ).fetchall()
-            conn.execute(f"UPDATE files SET owner=? WHERE owner=? AND state IN {OPEN_SQL}", (me, dead_owner))
+            conn.execute(
+                f"UPDATE files SET owner=? WHERE owner=? AND state IN {OPEN_SQL}{where}", (me, dead_owner)
+            )
             return [record_of(r) for r in rows]
 
         return self.call(op)
@@ -425,6 +476,13 @@ class Ledger:
     def knows(self, rec_id: str) -> bool:
         """Does the ledger hold a record with this id (any state)?"""
         return self.reader().execute("SELECT 1 FROM files WHERE id = ?", (rec_id,)).fetchone() is not None
+
+    def holds_open(self, owner: str) -> bool:
+        """Does ``owner`` still have unfinished rows?"""
+        row = self.reader().execute(
+            f"SELECT 1 FROM files WHERE owner=? AND state IN {OPEN_SQL} LIMIT 1", (owner,)
+        ).fetchone()
+        return row is not None
 
     def open_owners(self) -> set[str]:
         rows = self.reader().execute(f"SELECT DISTINCT owner FROM files WHERE state IN {OPEN_SQL}").fetchall()

@@ -24,7 +24,7 @@ from ingestor.records import OPEN_SQL, Action, Identity, Record, State, Status
 WAL_PAGES = 256
 WAL_LIMIT = 1 << 20
 
-SCHEMA = f"""
+TABLES = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files(
     id TEXT PRIMARY KEY,
@@ -46,9 +46,24 @@ CREATE TABLE IF NOT EXISTS files(
     sidecar_rel BLOB,
     note TEXT,
     updated_ns INTEGER NOT NULL,
-    ctime_ns INTEGER NOT NULL DEFAULT 0  -- last: where ALTER TABLE puts it in older ledgers
+    ctime_ns INTEGER NOT NULL DEFAULT 0,  -- the columns from here on: where ALTER TABLE puts them
+    site INTEGER NOT NULL DEFAULT 0,  -- sites.id: the landing dir source_rel is relative to
+    wh INTEGER NOT NULL DEFAULT 0  -- the warehouse dest_rel is relative to (the id of its first site)
 );
-CREATE UNIQUE INDEX IF NOT EXISTS files_dest ON files(dest_rel)
+-- one row per landing dir served; 0: the landing dir of a ledger of one (meta 'landing')
+CREATE TABLE IF NOT EXISTS sites(
+    id INTEGER PRIMARY KEY,
+    landing TEXT NOT NULL UNIQUE,
+    warehouse TEXT NOT NULL,
+    manifests TEXT NOT NULL,
+    source TEXT NOT NULL,
+    dataset TEXT NOT NULL,  -- the placeholder values, a JSON object
+    wh INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS content(key BLOB PRIMARY KEY, id TEXT NOT NULL) WITHOUT ROWID;
+"""
+INDEXES = f"""
+CREATE UNIQUE INDEX IF NOT EXISTS files_dest_wh ON files(wh, dest_rel)
     WHERE dest_rel IS NOT NULL AND state != '{State.ABANDONED}';
 -- one live row per identity: the insert of a plan is itself the claim
 CREATE UNIQUE INDEX IF NOT EXISTS files_live ON files(inode, device, size, mtime_ns)
@@ -56,12 +71,13 @@ CREATE UNIQUE INDEX IF NOT EXISTS files_live ON files(inode, device, size, mtime
 CREATE INDEX IF NOT EXISTS files_open ON files(owner) WHERE state IN {OPEN_SQL};
 CREATE INDEX IF NOT EXISTS files_problem ON files(state, status, note)
     WHERE state = '{State.ABANDONED}' OR status = '{Status.DUPLICATE}';
-CREATE TABLE IF NOT EXISTS content(key BLOB PRIMARY KEY, id TEXT NOT NULL) WITHOUT ROWID;
 """
+
+SCHEMA = TABLES + INDEXES  # a new ledger's (tests and benchmarks build one directly)
 
 COLUMNS = (
     "id, state, status, action, source_rel, device, inode, size, mtime_ns, sha256, dest_rel, "
-    "manifest_rel, manifest_floor, ingested_ns, duplicate_of, sidecar_rel, ctime_ns"
+    "manifest_rel, manifest_floor, ingested_ns, duplicate_of, sidecar_rel, ctime_ns, site"
 )
 
 
@@ -84,6 +100,7 @@ def record_of(row: Sequence[Any]) -> Record:
         ingested_ns=row[13],
         duplicate_of=row[14],
         sidecar_rel=_s(row[15]),
+        site=row[17],
     )
 
 
@@ -102,11 +119,22 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def create(conn: sqlite3.Connection) -> None:
+    """The schema, on a new ledger or (migrated) on one written by an earlier version."""
+    conn.executescript(TABLES)
+    migrate(conn)
+    conn.executescript(INDEXES)
+
+
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a ledger written by an earlier version up to this schema."""
     columns = {r[1] for r in conn.execute("PRAGMA table_info(files)")}
     if "ctime_ns" not in columns:  # 0: unknown, not compared
         conn.execute("ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0")
+    if "site" not in columns:  # every row of a ledger of one landing dir: site 0, its warehouse 0
+        conn.execute("ALTER TABLE files ADD COLUMN site INTEGER NOT NULL DEFAULT 0")
+        conn.execute("ALTER TABLE files ADD COLUMN wh INTEGER NOT NULL DEFAULT 0")
+    conn.execute("DROP INDEX IF EXISTS files_dest")  # unique per warehouse now: files_dest_wh
 
 
 def peek_id(path: Path) -> str | None:

@@ -54,6 +54,7 @@ LINE_BYTES = 1024  # room asked for a line (most are 500-700 bytes; long paths m
 ROOM_MARGIN = 8 << 10  # a block or two of the filesystem
 _HINT_FULL = "disk full: free space on the manifests' filesystem; landing resumes by itself"
 _READ_CHUNK = 1 << 20
+DEFAULT_TAIL = b',"source":"default","dataset":{}}\n'  # the plain landing dir's (``tail_of``)
 
 
 class ManifestError(ValueError):
@@ -126,9 +127,18 @@ class ManifestRecord:
     ingested_at: str
     duplicate_of: str | None
     ingestor_version: str
+    source_name: str | None = None  # key "source": the source's name (lines before 0.3: null)
+    dataset: dict[str, str] | None = None  # its placeholder values ({} for a plain path)
 
     @classmethod
-    def from_record(cls, rec: Record, landing: str | Path, warehouse: str | Path) -> ManifestRecord:
+    def from_record(
+        cls,
+        rec: Record,
+        landing: str | Path,
+        warehouse: str | Path,
+        source: str = "default",
+        dataset: dict[str, str] | None = None,
+    ) -> ManifestRecord:
         """The line of a record; ``landing`` and ``warehouse`` are absolute dirs."""
         src, src_b64 = encode_path(f"{landing}/{rec.source_rel}")
         dst: str | None = None
@@ -151,14 +161,19 @@ class ManifestRecord:
             ingested_at=rfc3339(rec.ingested_ns),
             duplicate_of=rec.duplicate_of,
             ingestor_version=__version__,
+            source_name=source,
+            dataset=dataset if dataset is not None else {},
         )
 
     def to_json(self) -> bytes:
-        """The line, newline included (orjson serialises the dataclass in field order)."""
-        return orjson.dumps(self, option=orjson.OPT_APPEND_NEWLINE)
+        """The line, newline included, keys in field order (``source_name`` is key ``source``)."""
+        return orjson.dumps(
+            dict(zip(KEYS, (getattr(self, f) for f in _FIELDS), strict=True)),
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
 
     @staticmethod
-    def line_of(rec: Record, landing: str, warehouse: str) -> bytes:
+    def line_of(rec: Record, landing: str, warehouse: str, tail: bytes = DEFAULT_TAIL) -> bytes:
         """``from_record(rec, landing, warehouse).to_json()`` without building the record.
 
         The writer's hot path (a line per landed file); the same fields in the same
@@ -188,8 +203,12 @@ class ManifestRecord:
                 "duplicate_of": rec.duplicate_of,
                 "ingestor_version": __version__,
             },
-            option=orjson.OPT_APPEND_NEWLINE,
-        )
+        )[:-1] + tail
+
+    @staticmethod
+    def tail_of(source: str, dataset: dict[str, str]) -> bytes:
+        """The end of every line of one landing dir (``line_of``'s ``tail``): serialised once."""
+        return b"," + orjson.dumps({"source": source, "dataset": dataset})[1:] + b"\n"
 
     @classmethod
     def from_json(cls, line: bytes | str) -> ManifestRecord:
@@ -200,7 +219,12 @@ class ManifestRecord:
         if not isinstance(obj, dict):
             raise ManifestError("not a JSON object")
         try:
-            rec = cls(**{name: obj[name] for name in _FIELDS})
+            rec = cls(
+                **{
+                    name: obj.get(key) if key in _OPTIONAL else obj[key]
+                    for name, key in zip(_FIELDS, KEYS, strict=True)
+                }
+            )
             return _checked(rec)
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise ManifestError(f"not a manifest record: {exc!r}") from exc
@@ -219,6 +243,8 @@ class ManifestRecord:
 
 
 _FIELDS = tuple(ManifestRecord.__dataclass_fields__)
+KEYS = tuple("source" if f == "source_name" else f for f in _FIELDS)
+_OPTIONAL = frozenset({"source", "dataset"})  # absent from lines written before sources
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -233,6 +259,12 @@ def _checked(rec: ManifestRecord) -> ManifestRecord:
         base64.b64decode(rec.source_path_b64, validate=True)
     if rec.warehouse_path_b64 is not None:
         base64.b64decode(rec.warehouse_path_b64, validate=True)
+    if rec.source_name is not None and not isinstance(rec.source_name, str):
+        raise ValueError("source is not a string")
+    if rec.dataset is not None and not (
+        isinstance(rec.dataset, dict) and all(isinstance(v, str) for v in rec.dataset.values())
+    ):
+        raise ValueError("dataset is not an object of strings")
     if (status is Status.DUPLICATE) != (rec.duplicate_of is not None):
         raise ValueError("duplicate_of must be set exactly for duplicates")
     # normalise the enums so equality with the StrEnum members holds

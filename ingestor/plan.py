@@ -48,6 +48,14 @@ class PlanPolicy:
     dedup: Dedup
     on_duplicate: OnDuplicate
     warehouse: Path
+    site: int = 0  # the landing dir's id (ledger ``sites``)
+    wh: int = 0  # the warehouse's id: destinations are unique per warehouse
+    scope: bytes = b""  # prefix of the content keys: the dataset's, or none (global)
+    fields: tuple[tuple[str, str], ...] = ()  # the layout's placeholders: source name and values
+
+    @property
+    def extra(self) -> dict[str, str]:
+        return dict(self.fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +91,12 @@ def plan_one(
     the content claim."""
     ident = h.identity
     rel = h.candidate.rel
-    key = content_key(h.sha256, rel, policy.dedup)
+    key = content_key(h.sha256, rel, policy.dedup, policy.scope)
     orig = conn.execute(
         "SELECT c.id, f.state FROM content c JOIN files f ON f.id = c.id WHERE c.key=?", (key,)
     ).fetchone()
     rec_id = str(ulid.ULID.from_timestamp(now / 1e9))
-    planned = layout_mod.render(policy.layout, rel, now, h.sha256)
+    planned = layout_mod.render(policy.layout, rel, now, h.sha256, policy.extra)
     dest: str | None
     if orig is not None:
         if orig[1] in (State.HASHED, State.MOVED):
@@ -112,12 +120,12 @@ def plan_one(
                 (
                     rec_id, State.HASHED, status, action, owner, os.fsencode(rel), ident.device, ident.inode,
                     ident.size, ident.mtime_ns, h.sha256, _b(dest), manifest_rel, manifest_floor, now, duplicate_of,
-                    _b(sidecar), now, ident.ctime_ns,
+                    _b(sidecar), now, ident.ctime_ns, policy.site, policy.wh,
                 ),
             )  # fmt: skip
             break
         except sqlite3.IntegrityError as exc:
-            if "files.dest_rel" in str(exc) and base is not None:
+            if "files.dest_rel" in str(exc) and base is not None:  # (wh, dest_rel)
                 attempt += 1  # planned by another record: a content suffix, then a counter
                 dest = dests.unique(
                     layout_mod.with_suffix(base, h.sha256, attempt), h.sha256, first=0, files=False
@@ -144,6 +152,7 @@ def plan_one(
         sidecar_rel=sidecar,
         seen_at=h.candidate.seen_at,
         temp=h.temp,
+        site=policy.site,
     )
 
 
@@ -158,7 +167,8 @@ def plan_batch(
     manifest_floor: int | None,
 ) -> list[PlanResult]:
     """``plan_one`` for every item, in order; new content in bulk (see the module doc)."""
-    keys = [content_key(h.sha256, h.candidate.rel, policy.dedup) for h in items]
+    keys = [content_key(h.sha256, h.candidate.rel, policy.dedup, policy.scope) for h in items]
+    extra = policy.extra
     claimed = _claimed(conn, keys)
     results: list[PlanResult | None] = [None] * len(items)
     bulk: list[int] = []
@@ -172,20 +182,20 @@ def plan_batch(
         rel = h.candidate.rel
         rec_id = str(ulid.ULID.from_timestamp(now / 1e9))
         dest = dests.unique(
-            layout_mod.render(policy.layout, rel, now, h.sha256), h.sha256, first=0, files=False
+            layout_mod.render(policy.layout, rel, now, h.sha256, extra), h.sha256, first=0, files=False
         )
         sidecar = h.candidate.sidecar
         rows.append(
             (
                 rec_id, State.HASHED, Status.INGESTED, Action.LANDED, owner, os.fsencode(rel), ident.device,
                 ident.inode, ident.size, ident.mtime_ns, h.sha256, os.fsencode(dest), manifest_rel,
-                manifest_floor, now, None, _b(sidecar), now, ident.ctime_ns,
+                manifest_floor, now, None, _b(sidecar), now, ident.ctime_ns, policy.site, policy.wh,
             )
         )  # fmt: skip
         bulk.append(i)
         results[i] = Record(
             rec_id, State.HASHED, Status.INGESTED, Action.LANDED, rel, ident, h.sha256, dest, manifest_rel,
-            manifest_floor, now, None, sidecar, h.candidate.seen_at, h.temp,
+            manifest_floor, now, None, sidecar, h.candidate.seen_at, h.temp, policy.site,
         )  # fmt: skip
     if rows:
         before = conn.total_changes
@@ -254,15 +264,22 @@ _DUPLICATE_ACTION = {
 }
 _INSERT_FILE = (
     "INSERT INTO files(id, state, status, action, owner, source_rel, device, inode, size, mtime_ns, "
-    "sha256, dest_rel, manifest_rel, manifest_floor, ingested_ns, duplicate_of, sidecar_rel, updated_ns, ctime_ns) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "sha256, dest_rel, manifest_rel, manifest_floor, ingested_ns, duplicate_of, sidecar_rel, updated_ns, ctime_ns, "
+    "site, wh) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
-def content_key(sha256: str, rel: str, dedup: Dedup) -> bytes:
-    """The dedup key: the content, or the content at one source path."""
-    key = bytes.fromhex(sha256)
+def content_key(sha256: str, rel: str, dedup: Dedup, scope: bytes = b"") -> bytes:
+    """The dedup key: the content, or the content at one source path; within a scope
+    (a dataset's prefix, or none: everything the ledger holds)."""
+    key = scope + bytes.fromhex(sha256)
     return key + b"\0" + os.fsencode(rel) if dedup is Dedup.PATH_CONTENT else key
+
+
+def scope_of(site: int, dataset_scope: bool) -> bytes:
+    """The content key prefix of a site: none for site 0 (a ledger of one landing dir) or
+    the global scope; else the site's id (a byte that is not part of a hash: 'd')."""
+    return b"d" + site.to_bytes(8, "big") if dataset_scope and site else b""
 
 
 class Dests:
@@ -276,9 +293,12 @@ class Dests:
     the transaction: the files of a batch mostly share them.
     """
 
-    def __init__(self, conn: sqlite3.Connection, warehouse: Path, *, check_disk: bool = False) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, warehouse: Path, *, check_disk: bool = False, wh: int = 0
+    ) -> None:
         self.conn = conn
         self.root = os.fsencode(warehouse)
+        self.wh = wh
         self.check_disk = check_disk  # a re-plan after a collision: look at the disk too
         self.dirs_ok: set[str] = set()
 
@@ -315,7 +335,8 @@ class Dests:
     def _planned_at(self, raw: bytes) -> bool:
         return (
             self.conn.execute(
-                f"SELECT 1 FROM files WHERE dest_rel = ? AND state != '{State.ABANDONED}'", (raw,)
+                f"SELECT 1 FROM files WHERE wh = ? AND dest_rel = ? AND state != '{State.ABANDONED}'",
+                (self.wh, raw),
             ).fetchone()
             is not None
         )
@@ -330,9 +351,10 @@ class Dests:
     def _planned_at_or_below(self, raw: bytes) -> bool:
         """A file planned at rel or below rel/: two index seeks in one statement."""
         row = self.conn.execute(
-            f"SELECT EXISTS(SELECT 1 FROM files WHERE dest_rel = ? AND state != '{State.ABANDONED}') "
-            f"OR EXISTS(SELECT 1 FROM files WHERE dest_rel >= ? AND dest_rel < ? AND state != '{State.ABANDONED}')",
-            (raw, raw + b"/", raw + b"0"),  # "0" is the byte after "/": [rel/, rel0) is what lies below rel
+            f"SELECT EXISTS(SELECT 1 FROM files WHERE wh = ? AND dest_rel = ? AND state != '{State.ABANDONED}') "
+            "OR EXISTS(SELECT 1 FROM files WHERE wh = ? AND dest_rel >= ? AND dest_rel < ? "
+            f"AND state != '{State.ABANDONED}')",
+            (self.wh, raw, self.wh, raw + b"/", raw + b"0"),  # "0" is the byte after "/": [rel/, rel0) is what lies below rel
         ).fetchone()
         return bool(row[0])
 

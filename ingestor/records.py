@@ -127,6 +127,7 @@ class Record:
     sidecar_rel: str | None
     seen_at: float = 0.0  # monotonic, this process only (latency metrics); 0 after recovery
     temp: str | None = None  # this process only: the copy made while hashing
+    site: int = 0  # the landing dir (ledger ``sites``) the source path is relative to
 
 
 def fast_pickle(cls: type) -> None:

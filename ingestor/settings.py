@@ -16,7 +16,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ingestor.layout import DEFAULT_LAYOUT, LayoutError, validate_layout
+from ingestor.globs import compile_globs
+from ingestor.layout import DEFAULT_LAYOUT, FIELDS, LayoutError, fields_of, validate_layout
 
 
 class SettingsError(ValueError):
@@ -44,6 +45,11 @@ class OnDuplicate(StrEnum):
 class Dedup(StrEnum):
     CONTENT = "content"
     PATH_CONTENT = "path+content"
+
+
+class DedupScope(StrEnum):
+    DATASET = "dataset"  # the source and its placeholder values: one landing dir
+    GLOBAL = "global"  # everything the daemon lands
 
 
 class LogLevel(StrEnum):
@@ -119,10 +125,20 @@ def _sidecar(text: Any) -> str:
 
 
 def _layout(text: Any) -> str:
+    """A layout; the placeholders it uses are checked against its source's path later."""
     try:
-        return validate_layout(str(text))
+        return validate_layout(str(text), placeholders=True)
     except LayoutError as exc:
         raise ValueError(str(exc)) from exc
+
+
+def _globs(text: Any) -> tuple[str, ...]:
+    items = text if isinstance(text, list | tuple) else [g for g in str(text).split(",") if g.strip()]
+    if not all(isinstance(g, str) for g in items):
+        raise ValueError(f"{text!r} is not a list of globs like '**/*.csv'")
+    out = tuple(g.strip() for g in items)
+    compile_globs(out)
+    return out
 
 
 def _path(text: Any) -> Path:
@@ -144,7 +160,8 @@ def _path(text: Any) -> Path:
 
 RUN = frozenset({"run"})
 RUN_REPLAY = frozenset({"run", "replay"})
-PATHS = ("input", "warehouse", "manifests", "state_path")
+PATHS = ("input", "warehouse", "manifests", "state_path", "samples")
+NO_FLAG: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +204,14 @@ class Settings:
     )
     manifests: Path = setting(
         parse=_path, help="Manifest directory.", default_text="<input>/../manifests", per_source=True
+    )
+    samples: Path | None = setting(
+        None,
+        parse=_path,
+        help="Samples directory (the sampler's; a config-file key).",
+        default_text="none",
+        commands=NO_FLAG,
+        per_source=True,
     )
     state_path: Path = setting(
         parse=_path, help="SQLite ledger.", default_text="<input>/../state/ledger.sqlite"
@@ -231,6 +256,26 @@ class Settings:
         (".tmp", ".part", ".swp"),
         parse=_suffixes,
         help="Name suffixes never ingested (comma-separated).",
+        per_source=True,
+    )
+    include: tuple[str, ...] = setting(
+        (),
+        parse=_globs,
+        help="Globs on the path below the landing dir; only matching files land (comma-separated).",
+        default_text="everything",
+        per_source=True,
+    )
+    exclude: tuple[str, ...] = setting(
+        (),
+        parse=_globs,
+        help="Globs on the path below the landing dir never ingested (comma-separated).",
+        default_text="none",
+        per_source=True,
+    )
+    dedup_scope: DedupScope = setting(
+        DedupScope.DATASET,
+        parse=DedupScope,
+        help="Where content is compared: within each source's dataset, or across all sources.",
         per_source=True,
     )
     log_level: LogLevel = setting(LogLevel.INFO, parse=LogLevel, help="Log level.")
@@ -291,7 +336,12 @@ def parse_path(name: str, value: Any, cwd: Path | None = None, *, origin: str | 
     return Path(os.path.normpath((cwd or Path.cwd()) / os.path.expanduser(path)))
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The top-level settings and the ``[[source]]`` tables of a config file.
+
+    An ``[ingestor]`` table, if there is one, holds the settings (and may hold
+    the sources); a ``[sampler]`` table is the sampler's and skipped here.
+    """
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -302,7 +352,59 @@ def read_toml(path: Path) -> dict[str, Any]:
     section = data.get("ingestor", data)
     if not isinstance(section, dict):
         raise SettingsError(f"config file {path}: [ingestor] must be a table")
-    return {k.replace("-", "_"): v for k, v in section.items() if k != "ingestor"}
+    sources = section.get("source", data.get("source", []))
+    if not isinstance(sources, list) or not all(isinstance(t, dict) for t in sources):
+        raise SettingsError(f"config file {path}: source must be [[source]] tables")
+    top = {
+        k.replace("-", "_"): v for k, v in section.items() if k not in ("ingestor", "sampler", "source")
+    }
+    return top, [{k.replace("-", "_"): v for k, v in t.items()} for t in sources]
+
+
+@dataclass(slots=True)
+class Gathered:
+    """Every value given, before the paths are finished: flags > environment > file."""
+
+    merged: dict[str, Any]
+    origins: dict[str, str]
+    sources: list[dict[str, Any]]  # the [[source]] tables, as written
+    config: Path | None
+    given: dict[str, str]  # where each flag or environment value came from (not the file's)
+
+
+def gather(flags: Mapping[str, Any], *, config: Path | None, environ: Mapping[str, str]) -> Gathered:
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    given: dict[str, str] = {}
+    sources: list[dict[str, Any]] = []
+    if config is None and environ.get(ENV_PREFIX + "CONFIG"):
+        config = Path(environ[ENV_PREFIX + "CONFIG"])
+    if config is not None:
+        top, sources = read_toml(config)
+        for key, value in top.items():
+            if key not in TABLE:
+                raise SettingsError(f"unknown setting {key!r} in config file {config}")
+            merged[key] = _parse(key, value, f"value in {config}")
+            origins[key] = f"file {config}"
+    for key in TABLE:
+        env_key = ENV_PREFIX + key.upper()
+        if env_key in environ:
+            merged[key] = _parse(key, environ[env_key], f"environment {env_key}")
+            origins[key] = given[key] = "env " + env_key
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key not in TABLE:
+            raise SettingsError(f"unknown setting {key!r}")
+        flag = "--" + key.replace("_", "-")
+        merged[key] = _parse(key, value, f"value of {flag}")
+        origins[key] = given[key] = "flag " + flag
+    return Gathered(merged, origins, sources, config, given)
+
+
+def parse_value(name: str, value: Any, origin: str) -> Any:
+    """A value of the table judged as the settings are (a ``[[source]]`` table's)."""
+    return _parse(name, value, origin)
 
 
 def load(
@@ -323,48 +425,45 @@ def load_with_origins(
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> tuple[Settings, dict[str, str]]:
-    """``load``, and where each value came from (``config show``): flag, environment, file, default."""
-    environ = os.environ if environ is None else environ
-    merged: dict[str, Any] = {}
-    origins: dict[str, str] = {}
-    if config is None and environ.get(ENV_PREFIX + "CONFIG"):
-        config = Path(environ[ENV_PREFIX + "CONFIG"])
-    if config is not None:
-        for key, value in read_toml(config).items():
-            if key not in TABLE:
-                raise SettingsError(f"unknown setting {key!r} in config file {config}")
-            merged[key] = _parse(key, value, f"value in {config}")
-            origins[key] = f"file {config}"
-    for key in TABLE:
-        env_key = ENV_PREFIX + key.upper()
-        if env_key in environ:
-            merged[key] = _parse(key, environ[env_key], f"environment {env_key}")
-            origins[key] = "env " + env_key
-    for key, value in flags.items():
-        if value is None:
-            continue
-        if key not in TABLE:
-            raise SettingsError(f"unknown setting {key!r}")
-        flag = "--" + key.replace("_", "-")
-        merged[key] = _parse(key, value, f"value of {flag}")
-        origins[key] = "flag " + flag
+    """``load``, and where each value came from (``config show``): flag, environment, file, default.
+
+    One landing dir: a config with ``[[source]]`` tables is read by ``sources.load``.
+    """
+    g = gather(flags, config=config, environ=os.environ if environ is None else environ)
+    if g.sources:
+        raise SettingsError(f"config file {g.config} has [[source]] tables: this reads one landing dir")
+    return finish(g.merged, cwd or Path.cwd()), fill_origins(g.origins)
+
+
+def fill_origins(origins: dict[str, str]) -> dict[str, str]:
     for key in TABLE:
         origins.setdefault(key, "default (beside the landing dir)" if key in PATHS else "default")
-    return _finish(merged, cwd or Path.cwd()), origins
+    return origins
 
 
-def _finish(values: dict[str, Any], cwd: Path) -> Settings:
+def absolute(path: Path, cwd: Path) -> Path:
+    return Path(os.path.normpath(cwd / Path(os.path.expanduser(path))))
+
+
+def finish(values: dict[str, Any], cwd: Path) -> Settings:
+    """One landing dir's settings: paths made absolute, defaults beside the landing dir, checked."""
     if "input" not in values:
         raise SettingsError("missing setting input: give --input DIR (or INGESTOR_INPUT)")
     for key in PATHS:
-        if key in values:
-            values[key] = Path(os.path.normpath(cwd / Path(os.path.expanduser(values[key]))))
+        if values.get(key) is not None:
+            values[key] = absolute(values[key], cwd)
     base = values["input"].parent
     values.setdefault("warehouse", base / "warehouse")
     values.setdefault("manifests", base / "manifests")
     values.setdefault("state_path", base / "state" / "ledger.sqlite")
     settings = Settings(**values)
-    _check_paths(settings)
+    check_paths(settings)
+    unknown = fields_of(settings.layout) - FIELDS - {"source"}
+    unknown = {f for f in unknown if "-" not in f}
+    if unknown:
+        raise SettingsError(
+            f"invalid layout: unknown field(s) {sorted(unknown)}; placeholders need [[source]] paths"
+        )
     return settings
 
 
@@ -373,12 +472,14 @@ def _inside(child: Path, parent: Path) -> bool:
     return c == p or c.startswith(p.rstrip("/") + "/")
 
 
-def _check_paths(s: Settings) -> None:
+def check_paths(s: Settings) -> None:
     """Refuse paths that overlap or name the wrong kind of thing, before anything is touched."""
     if s.input == Path("/"):
         raise SettingsError("invalid input: the landing dir cannot be /")
-    for name in ("warehouse", "manifests", "state_path"):
+    for name in ("warehouse", "manifests", "state_path", "samples"):
         other = getattr(s, name)
+        if other is None:
+            continue
         if _inside(other, s.input):
             raise SettingsError(
                 f"invalid {name}: {other} is inside the landing dir {s.input}; it would be ingested"
@@ -410,4 +511,6 @@ def describe(s: Settings) -> dict[str, Any]:
     for name in TABLE:
         v = getattr(s, name)
         out[name] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+    if s.samples is None:
+        del out["samples"]
     return out

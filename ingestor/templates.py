@@ -88,12 +88,20 @@ class Template:
         first = next((i for i, r in enumerate(regexes) if r is not None), len(parts))
         return cls(text, parts, tuple(names), Path("/", *parts[:first]), tuple(regexes))
 
+    @classmethod
+    def literal_path(cls, path: Path) -> Template:
+        """A plain directory as a template without placeholders (braces in it are literal)."""
+        parts = tuple(p for p in str(path).split("/") if p)
+        return cls(str(path), parts, (), Path(path), (None,) * len(parts))
+
     @property
     def literal(self) -> bool:
         return not self.names
 
     def render(self, values: Mapping[str, str]) -> Path:
         """The path for a landing dir's values (every placeholder must have one)."""
+        if self.literal:
+            return self.head
         return Path(self.text.format_map(dict(values)))
 
     def match(self, path: str | Path) -> dict[str, str] | None:

@@ -302,7 +302,7 @@ class Worker:
                         out.add(rec.source_rel, Then.VANISHED, record=rec)
                         self.log.warning("file_vanished", path=str(self.landing / rec.source_rel), id=rec.id)
             if updates:
-                self.ledger.moved(updates, self.policy.dedup)
+                self.ledger.moved(updates, self.policy)
             for rec in committed:  # what the ledger now holds: retried as such
                 current[rec.id] = rec
             ready += committed

@@ -21,6 +21,7 @@ from ingestor import __version__
 from ingestor import manifest as manifest_mod
 from ingestor.errors import Retryable
 from ingestor.manifest import (
+    KEYS,
     MANIFEST_NAME,
     ManifestError,
     ManifestRecord,
@@ -162,7 +163,7 @@ def test_line_has_every_key_and_one_newline() -> None:
     data = ManifestRecord.from_record(record(), LANDING, WAREHOUSE).to_json()
     assert data.endswith(b"\n") and data.count(b"\n") == 1
     obj = json.loads(data)
-    assert list(obj) == list(ManifestRecord.__dataclass_fields__)
+    assert list(obj) == list(KEYS)  # the dataclass fields; source_name is "source"
     assert obj["status"] == "ingested" and obj["action"] == "landed"
 
 
@@ -250,6 +251,9 @@ def _obj() -> dict[str, object]:
         {"warehouse_path_b64": "abc"},
         {"duplicate_of": "01ORIG"},  # an ingested line names no original
         {"status": "duplicate"},  # a duplicate line must name one
+        {"source": 3},
+        {"dataset": {"vendor": 1}},
+        {"dataset": ["sp"]},
     ],
 )
 def test_from_json_rejects_bad_fields(change: dict[str, object]) -> None:
@@ -257,7 +261,7 @@ def test_from_json_rejects_bad_fields(change: dict[str, object]) -> None:
         ManifestRecord.from_json(orjson.dumps({**_obj(), **change}))
 
 
-@pytest.mark.parametrize("missing", list(ManifestRecord.__dataclass_fields__))
+@pytest.mark.parametrize("missing", [k for k in KEYS if k not in ("source", "dataset")])
 def test_from_json_rejects_a_missing_key(missing: str) -> None:
     obj = {k: v for k, v in _obj().items() if k != missing}
     with pytest.raises(ManifestError):
@@ -301,7 +305,7 @@ def test_queryable_as_is_by_arrow(writer: ManifestWriter) -> None:
     writer.append(REL, lines)
     table = pa_json.read_json(writer.path(REL))
     assert table.num_rows == 2
-    assert table.column_names == list(ManifestRecord.__dataclass_fields__)
+    assert table.column_names == list(KEYS)
     rows = table.to_pylist()
     assert (
         rows[1]["warehouse_path"] is None
@@ -561,3 +565,19 @@ def test_find_ids_finds_a_line_written_over_a_longer_torn_tail(writer: ManifestW
         writer.append(REL, [line("01C", pad=3000)])  # and another writer appended after it
     assert "01B" in ids_in(path)
     assert writer.find_ids(REL, floor, {"01B"}) == {"01B"}
+
+
+def test_lines_written_before_sources_parse_with_null_source_and_dataset() -> None:
+    obj = {k: v for k, v in _obj().items() if k not in ("source", "dataset")}
+    rec = ManifestRecord.from_json(orjson.dumps(obj))
+    assert rec.source_name is None and rec.dataset is None
+
+
+def test_a_landing_dir_of_a_source_puts_its_name_and_values_in_every_line() -> None:
+    tail = ManifestRecord.tail_of("sp", {"vendor": "sp", "dataset": "gics", "version": "1.0"})
+    line = ManifestRecord.line_of(record(), str(LANDING), str(WAREHOUSE), tail)
+    obj = orjson.loads(line)
+    assert obj["source"] == "sp" and obj["dataset"] == {"vendor": "sp", "dataset": "gics", "version": "1.0"}
+    assert line == ManifestRecord.from_record(
+        record(), LANDING, WAREHOUSE, "sp", {"vendor": "sp", "dataset": "gics", "version": "1.0"}
+    ).to_json()

@@ -1,7 +1,7 @@
 """``ingestor simulate ...``: real upstream traffic into a landing directory.
 
-Thin wrappers over ``simulate.traffic`` (the same generators the tests and
-benchmarks use). Each command prints one summary line (files, bytes,
+Thin wrappers over ``simulate.traffic`` and ``simulate.tree`` (the same
+generators the tests and benchmarks use). Each command prints one summary line (files, bytes,
 seconds), or one JSON object with ``--json``, and exits 0; ``cross-fs``
 exits 1 if anything it dropped did not land.
 """
@@ -22,6 +22,7 @@ from ingestor import command, logs
 from ingestor.settings import Settings, SettingsError, load
 from ingestor.units import human_bytes, parse_size
 from simulate import traffic
+from simulate import tree as tree_mod
 
 app = command.group("Generate real upstream traffic into a landing directory (demos, tests, benchmarks).")
 
@@ -144,6 +145,77 @@ def burst(
     """Many small files as fast as possible, each written then renamed into place."""
     rep = traffic.burst(into, **_prefix({"count": count, "size": size, "subdirs": subdirs}, prefix))
     _report(rep, into, json, f" ({subdirs} subdirs)" if subdirs else "")
+
+
+@app.command()
+def tree(
+    root: Annotated[
+        str, typer.Option(help="Top of the tree: ROOT/VENDOR/DATASET/VERSION/raw/envK/ (created if missing).")
+    ],
+    vendors: Annotated[int, typer.Option(min=1, help="Vendor dirs.")] = 2,
+    datasets: Annotated[int, typer.Option(min=1, help="Dataset dirs per vendor.")] = 2,
+    versions: Annotated[int, typer.Option(min=1, help="Version dirs per dataset (1.0, 2.0...).")] = 1,
+    envs: Annotated[int, typer.Option(min=1, help="env dirs per version's raw dir.")] = 2,
+    files: Annotated[int | None, typer.Option(min=1, help="Files per env dir. [default: 5]")] = None,
+    total: Annotated[
+        int | None, typer.Option(min=1, help="Total files, spread over the env dirs (instead of --files).")
+    ] = None,
+    size: SizeOpt = 4096,
+    mix: Annotated[
+        str,
+        typer.Option(
+            metavar="WRITER=WEIGHT,...",
+            help="Writers: temp (temp_NAME renamed to NAME when complete), slow (NAME in chunks, "
+            "open until complete), direct (NAME in one write).",
+        ),
+    ] = "temp=1,slow=1,direct=1",
+    chunk: Annotated[
+        int, typer.Option(parser=_size, metavar="SIZE", help="Bytes per write of the temp and slow writers.")
+    ] = 1024,
+    interval: Annotated[
+        float, typer.Option(min=0.0, help="Seconds between two rounds of chunks (one per open file).")
+    ] = 0.01,
+    parallel: Annotated[int, typer.Option(min=1, help="Files open for writing at once.")] = 4,
+    new_dirs: Annotated[
+        int, typer.Option(min=0, help="Datasets (vendor to env0) made while the traffic runs.")
+    ] = 0,
+    rate: Annotated[
+        float | None, typer.Option(help="Files started per second at most. [default: no limit]")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Same seed, same paths and bytes. [default: random]")
+    ] = None,
+    duplicates: Annotated[
+        int, typer.Option(min=0, help="Files also written, byte for byte, into another dataset.")
+    ] = 0,
+    json: Annotated[
+        bool, typer.Option("--json", help="One JSON object, with every path's sha256 and the dataset dirs.")
+    ] = False,
+) -> None:
+    """Files into ROOT/VENDOR/DATASET/VERSION/raw/envK/ as real upstreams write them (temp_, slow, direct)."""
+    if files is not None and total is not None:
+        raise typer.BadParameter("give --files or --total, not both", param_hint="'--total'")
+    try:
+        weights = tree_mod.parse_mix(mix)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--mix'") from None
+    try:
+        rep = tree_mod.tree(
+            root, vendors=vendors, datasets=datasets, versions=versions, envs=envs,
+            files=5 if files is None else files, total=total, size=size, mix=weights, chunk=chunk,
+            interval=interval, parallel=parallel, new_dirs=new_dirs, rate=rate, seed=seed,
+            duplicates=duplicates,
+        )  # fmt: skip
+    except tree_mod.TreeError as exc:
+        raise SettingsError(f"simulate tree: {exc}") from None
+    w = ", ".join(f"{n} {name}" for name, n in rep.writers().items())
+    gone = f", {len(rep.vanished)} temp_ files VANISHED before their rename" if rep.vanished else ""
+    line = (
+        f"tree: {rep.files} files, {human_bytes(rep.bytes)} ({rep.bytes} bytes) in {rep.seconds:.3f} s "
+        f"into {rep.root} ({len(rep.dataset_dirs)} datasets, {len(rep.new_dataset_dirs)} made while writing, "
+        f"{w}, {rep.duplicates} duplicates, seed {rep.seed}{gone})"
+    )
+    _emit(rep.listing(), line, json)
 
 
 @app.command("cross-fs")

@@ -273,10 +273,10 @@ def _makedirs(top: Path, rel: str, make: bool = True) -> None:
                 pass  # made by an earlier run: checked below like any other
         try:
             st = os.lstat(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             if make:
                 raise
-            return  # will be made below root
+            return  # to be made (or refused with the root)
         if not stat.S_ISDIR(st.st_mode):
             raise TreeError(f"{path} is not a directory (a symlink?): refusing to write outside {top}")
 

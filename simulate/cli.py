@@ -150,7 +150,10 @@ def burst(
 @app.command()
 def tree(
     root: Annotated[
-        str, typer.Option(help="Top of the tree: ROOT/VENDOR/DATASET/VERSION/raw/envK/ (created if missing).")
+        str,
+        typer.Option(
+            metavar="DIR", help="Top of the tree: DIR/VENDOR/DATASET/VERSION/raw/envK/ (created if missing)."
+        ),
     ],
     vendors: Annotated[int, typer.Option(min=1, help="Vendor dirs.")] = 2,
     datasets: Annotated[int, typer.Option(min=1, help="Dataset dirs per vendor.")] = 2,

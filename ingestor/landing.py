@@ -33,7 +33,7 @@ from ingestor.progress import Progress
 from ingestor.ready import Readiness, wait_event
 from ingestor.records import Candidate, Record, Status
 from ingestor.settings import Settings
-from ingestor.stages import Stages
+from ingestor.stages import SiteStages
 
 MAX_BATCH_BYTES = 64 << 20
 DEFER_SECONDS = 0.05
@@ -52,7 +52,7 @@ class Landing:
     def __init__(
         self,
         s: Settings,
-        stages: Stages,
+        stages: SiteStages,
         readiness: Readiness,
         metrics: Metrics,
         log: Any,
@@ -63,8 +63,10 @@ class Landing:
         stopping: asyncio.Event,
         ask_scan: Callable[[str], None],
         landing_replaced: Callable[[str], None],
+        source: str = "default",
     ) -> None:
         self.s = s
+        self.source = source
         self.stages = stages
         self.readiness = readiness
         self.metrics = metrics
@@ -108,7 +110,7 @@ class Landing:
             else:
                 pool = landers.pool
                 try:
-                    out = await self.call(procs.land, batch, pool)
+                    out = await self.call(procs.land, self.stages.land_job(batch), pool)
                 except concurrent.futures.BrokenExecutor:
                     await self._lander_died(pool, batch)
                     continue
@@ -216,7 +218,7 @@ class Landing:
             self.landing_replaced(out.landing_replaced)
 
     def _count(self, done: list[Record]) -> None:
-        self.metrics.on_done(done)
+        self.metrics.on_done(done, self.source)
         for rec in done:
             if rec.status is Status.INGESTED:
                 self.stats.landed += 1

@@ -34,12 +34,14 @@ import asyncio
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 import ulid
 
 from ingestor import logs, systemd
 from ingestor.errors import Fatal, Refused
+from ingestor.fsops import replaced
 from ingestor.heartbeat import heartbeat
 from ingestor.landing import Landing, RunStats
 from ingestor.metrics import Metrics
@@ -47,43 +49,156 @@ from ingestor.progress import Progress
 from ingestor.ready import Readiness, wait_event
 from ingestor.scanner import Scanner
 from ingestor.settings import Settings, WatcherKind
-from ingestor.stages import Stages
-from ingestor.watch import InotifyWatcher, WatchdogWatcher
+from ingestor.sources import Config, Site, Source, site_ok
+from ingestor.stages import SiteStages, Stages
+from ingestor.watch import InotifyHub, InotifyWatcher, WatchdogWatcher
 
-LANDING_POLL_SECONDS = 1.0  # how often a replaced landing dir's path is looked at
+LANDING_POLL_SECONDS = 1.0  # how often a literal landing path that names no directory is looked at
 RETRY_ROUNDS = 3  # a replay gives up on records still failing after this many retries
+
+
+class Served:
+    """One landing dir being served: its readiness, scanner, landing and watcher (the loop's)."""
+
+    def __init__(self, daemon: Daemon, st: SiteStages) -> None:
+        self.daemon = daemon
+        self.st = st
+        self.site = st.site
+        s = self.s = st.s
+        self.source = daemon.sources[self.site.source]
+        self.log = daemon.log if daemon.config.plain else daemon.log.bind(source=self.site.source)
+        self.stopping = asyncio.Event()
+        self.replaced: str | None = None
+        self.watcher: InotifyWatcher | WatchdogWatcher | None = None
+        self.tasks: list[asyncio.Task[Any]] = []
+        m = daemon.metrics
+        self.readiness = r = Readiness(
+            landing=s.input,
+            mode=s.mode,
+            stability_seconds=s.stability_seconds,
+            sidecar_suffix=s.sidecar_suffix,
+            ignore_suffixes=s.ignore_suffixes,
+            include=s.include,
+            exclude=s.exclude,
+            log=self.log,
+            one_shot=daemon.one_shot,
+            count_problem=m.error,
+        )
+        self.scanner = Scanner(
+            st, r, m, self.log, one_shot=daemon.one_shot, recover=daemon.recover,
+            landing_replaced=self.landing_replaced, refused=daemon.refuse,
+        )  # fmt: skip
+        self.landing = Landing(
+            s, st, r, m, self.log, one_shot=daemon.one_shot, stats=daemon.stats,
+            progress=daemon.progress, stopping=self.stopping, ask_scan=self.scanner.ask,
+            landing_replaced=self.landing_replaced, source=self.site.source,
+        )  # fmt: skip
+        if daemon.stopping.is_set():
+            self.stopping.set()
+
+    @property
+    def key(self) -> str:
+        return self.site.key
+
+    def start_tasks(self) -> None:
+        d, s = self.daemon, self.s
+        self.tasks.append(d.task(self.readiness.run(), "readiness"))
+        self.tasks += [d.task(self.landing.lander(), f"lander-{i}") for i in range(s.concurrency)]
+        self.tasks.append(d.task(self.landing.retrier(), "retrier"))
+        if not d.one_shot:
+            self.tasks.append(d.task(self.scanner.run(None), "scanner"))
+
+    def landing_replaced(self, cause: str) -> None:
+        """The landing path no longer names the directory being served.
+
+        Nothing more is landed from it: its files are outside the landing dir
+        now (``mv L L.old``), or gone. Its in-flight batches finish; the
+        directory at the path is served once there is one.
+        """
+        if self.replaced is not None or self.stopping.is_set():
+            return
+        self.replaced = cause
+        d = self.daemon
+        if self.source.path.literal:
+            d.metrics.error("landing_replaced")
+            self.log.error(
+                "landing_dir_replaced",
+                path=str(self.s.input),
+                cause=cause,
+                hint="nothing more is landed from the old directory; the directory at the path "
+                "is watched as soon as there is one",
+            )
+        else:
+            self.log.info("landing_dir_gone", path=str(self.s.input), cause=cause)
+        self.stopping.set()
+        d.task(d.stop_site(self), "stop-site")
+
+    # the watcher's sink (every call on the loop)
+
+    def hint(self, rel: str) -> None:
+        self.daemon.metrics.events.inc()
+        self.readiness.hint(rel)
+
+    def written(self, rel: str) -> None:
+        self.daemon.metrics.events.inc()
+        self.readiness.written(rel)
+
+    def closed(self, rel: str) -> None:
+        self.daemon.metrics.events.inc()
+        self.readiness.closed(rel)
+
+    def new_dir(self, rel: str) -> None:
+        self.scanner.ask(rel)
+
+    def overflow(self) -> None:
+        self.readiness.events_lost()
+        self.scanner.ask("")
 
 
 class Daemon:
     def __init__(
         self,
-        settings: Settings,
+        config: Config | Settings,
         *,
         one_shot: bool = False,
         paths: list[str] | None = None,
         progress: Progress | None = None,
+        only: dict[str, list[str] | None] | None = None,
     ) -> None:
-        self.s = settings
+        if isinstance(config, Settings):
+            from ingestor.sources import plain_config
+
+            config = plain_config(config)
+        self.config = config
+        self.s = config.settings
+        self.sources = {src.name: src for src in config.sources}
         self.one_shot = one_shot
-        self.paths = paths if paths is not None else [""]
+        # replay: landing dirs (keys) to their paths to scan; None: everything
+        self.only = only
+        if paths is not None and config.plain:
+            self.only = {str(self.s.input): paths}
         self.progress = progress
         self.metrics = Metrics()
         self.stats = RunStats()
         self.owner = str(ulid.ULID())
         self.log = logs.get_logger(owner=self.owner)
-        self.watcher: InotifyWatcher | WatchdogWatcher | None = None
+        self.hub: InotifyHub | None = None
+        self.sites: dict[str, Served] = {}
+        self.gone: set[str] = set()  # literal landing dirs replaced: served again once back
         self._stop_asked = asyncio.Event()  # SIGTERM, SIGINT: the end of run()
-        self._stopping = asyncio.Event()  # the end of this cycle: a stop, or the landing dir replaced
+        self.stopping = asyncio.Event()
         self._stop_threads = threading.Event()  # tells long reads in worker threads to stop
-        self._replaced: str | None = None  # why the landing path stopped naming the served dir
-        self._refused: Refused | None = None  # a pending binding taken by another ledger meanwhile
+        self._discover = asyncio.Event()
+        self._refused: Refused | None = None
         self._crashed = False
-        self._cycles = 0
+        self._lost_landing = False  # a replay's landing dir was replaced
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._starting: set[str] = set()
 
     # ------------------------------------------------------------ the life
 
     async def run(self) -> int:
-        """Serve until stopped; serve the directory at the landing path again if it is replaced."""
+        """Serve every landing dir until stopped."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -91,12 +206,7 @@ class Daemon:
         try:
             if not self.one_shot and self.s.metrics_port is not None:
                 server = self.metrics.serve(self.s.metrics_port)
-            while True:
-                code = await self._serve()
-                if self._replaced is None or self._stop_asked.is_set():
-                    return code
-                if self.one_shot or not await self._await_landing():
-                    return 1 if self.one_shot else code
+            return await self._serve()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
@@ -104,156 +214,309 @@ class Daemon:
                 await loop.run_in_executor(None, server.shutdown)
 
     async def _serve(self) -> int:
-        """One cycle: start, recover, serve, drain, stop."""
+        """Start, recover, serve, drain, stop."""
         loop = asyncio.get_running_loop()
-        self._new_cycle()
         s = self.s
         stages = self.stages = Stages(
-            s, owner=self.owner, one_shot=self.one_shot, stop=self._stop_threads, log=self.log
-        )
-        r = self.readiness = self._readiness()
-        self.scanner = Scanner(
-            stages, r, self.metrics, self.log, one_shot=self.one_shot, recover=self._recover,
-            landing_replaced=self.landing_replaced, refused=self._refuse,
-        )  # fmt: skip
-        self.landing = Landing(
-            s, stages, r, self.metrics, self.log, one_shot=self.one_shot, stats=self.stats,
-            progress=self.progress, stopping=self._stopping, ask_scan=self.scanner.ask,
-            landing_replaced=self.landing_replaced,
+            s, owner=self.owner, one_shot=self.one_shot, stop=self._stop_threads, log=self.log,
+            plain=self.config.plain,
         )  # fmt: skip
         self.metrics.bind_gauges(
-            lambda: len(r.ready), lambda: len(r.pending), lambda: len(r.busy), lambda: len(self.landing.retry)
+            lambda: sum(len(v.readiness.ready) for v in self.sites.values()),
+            lambda: sum(len(v.readiness.pending) for v in self.sites.values()),
+            lambda: sum(len(v.readiness.busy) for v in self.sites.values()),
+            lambda: sum(len(v.landing.retry) for v in self.sites.values()),
         )
-        tasks: list[asyncio.Task[Any]] = []
         try:
             await loop.run_in_executor(None, stages.open, self.metrics)
-            if not self.one_shot:
-                await self.scanner.prestart()
-            await self._recover()
-            if not self.one_shot:
-                self.watcher = await self._start_watcher()
-                self.scanner.add_dir = self.watcher.add_dir if self.watcher else None
-            self.scanner.targets.update(self.paths)
-            tasks.append(self._task(r.run(), "readiness"))
-            tasks += [self._task(self.landing.lander(), f"lander-{i}") for i in range(s.concurrency)]
-            tasks.append(self._task(self.landing.retrier(), "retrier"))
-            await self.scanner.scan()
+            if not self.one_shot and s.watcher in (WatcherKind.AUTO, WatcherKind.INOTIFY):
+                self.hub = self._start_hub()
+            found = await loop.run_in_executor(None, self._find_sites)
+            await self.start_sites(found, at_start=True)
             if self.one_shot:
+                await asyncio.gather(*(v.scanner.scan() for v in list(self.sites.values())))
                 await self._until_idle()
             else:
-                tasks.append(self._task(self.scanner.run(s.scan_interval), "scanner"))
-                tasks.append(
-                    self._task(
-                        heartbeat(self.metrics, s.metrics_interval, self.log, self._gauges), "heartbeat"
-                    )
+                self._tasks.append(self.task(self._scan_ticker(), "scan-ticker"))
+                self._tasks.append(self.task(self._discovery(), "discovery"))
+                self._tasks.append(
+                    self.task(heartbeat(self.metrics, s.metrics_interval, self.log, self._gauges), "heartbeat")
                 )
                 self._started()
-                await self._stopping.wait()
-            if self._replaced is None:
-                systemd.notify("STOPPING=1")
-            self.log.info("stopping", in_flight=len(r.busy), waiting=len(r.pending), ready=len(r.ready))
-            await self.landing.drain(s.shutdown_timeout)
+                await self.stopping.wait()
+            systemd.notify("STOPPING=1")
+            self.log.info("stopping", **self._counts())
+            await asyncio.gather(*(v.landing.drain(s.shutdown_timeout) for v in list(self.sites.values())))
+            self._tally()
             if self.progress is not None:
                 self.progress.close()
         finally:
-            if self.watcher is not None:
-                await self.watcher.stop()
-                self.watcher = None
-            await _cancel_all(tasks)
-            self.scanner.close()
+            await _cancel_all(self._tasks)
+            for v in list(self.sites.values()):
+                await self._close_site(v)
+            if self.hub is not None:
+                self.hub.close()
             await loop.run_in_executor(None, stages.close)
         return self._stopped()
 
-    def _new_cycle(self) -> None:
-        """Fresh state for serving the landing dir (again), under a new owner id.
+    def _start_hub(self) -> InotifyHub | None:
+        hub = InotifyHub(self.log, on_level=self._level_event)
+        try:
+            hub.start(asyncio.get_running_loop())
+            return hub
+        except OSError as exc:
+            if self.s.watcher is WatcherKind.INOTIFY:
+                raise Fatal("start inotify", str(self.s.state_path), str(exc), "try --watcher watchdog") from exc
+            self.log.warning("inotify_unavailable", error=str(exc), fallback="watchdog")
+            return None
 
-        Records a previous cycle left unfinished belong to its owner, who is
-        gone once its ledger connection closed: recovery adopts them.
-        """
-        if self._cycles:
-            self.owner = str(ulid.ULID())
-            self.log = logs.get_logger(owner=self.owner)
-            self._stop_threads = threading.Event()
-        self._cycles += 1
-        self._replaced = None
-        self._stopping = asyncio.Event()
-        if self._stop_asked.is_set():
-            self._stopping.set()
+    # ------------------------------------------------------------ landing dirs
 
-    def _readiness(self) -> Readiness:
-        s = self.s
-        return Readiness(
-            landing=s.input,
-            mode=s.mode,
-            stability_seconds=s.stability_seconds,
-            sidecar_suffix=s.sidecar_suffix,
-            ignore_suffixes=s.ignore_suffixes,
-            log=self.log,
-            one_shot=self.one_shot,
-            count_problem=self.metrics.error,
-        )
+    def _find_sites(self) -> list[tuple[Source, Site]]:
+        """In a thread: every landing dir to serve now (a literal one whether it exists or not)."""
+        out: list[tuple[Source, Site]] = []
+        for src in self.config.sources:
+            if src.path.literal:
+                out.append((src, src.site(src.path.head, {})))
+                continue
+            if self.hub is not None:
+                self._watch_levels(src)
+            out.extend((src, site) for site in src.sites(self._refused_dir))
+        if self.only is not None:
+            out = [(src, site) for src, site in out if site.key in self.only]
+        return out
 
-    async def _recover(self) -> None:
+    def _watch_levels(self, src: Source) -> None:
+        """In a thread: watch every directory where a new landing dir of ``src`` could appear,
+        until a pass adds none (a directory made meanwhile is found by the next expansion)."""
+        assert self.hub is not None
+        watched: set[Path] = set()
+        for _ in range(64):
+            top, _name = src.path.approach()
+            levels = [top, *src.path.levels()]
+            new = [p for p in levels if p not in watched]
+            if not new:
+                return
+            for p in new:
+                self.hub.watch_level(p)
+            watched.update(new)
+
+    def _refused_dir(self, path: Path, cause: str) -> None:
+        key = str(path)
+        if key not in self.gone:
+            self.gone.add(key)
+            self.log.warning("landing_dir_refused", path=os.fsdecode(os.fsencode(key)), cause=cause)
+
+    def _level_event(self, _path: Path, _name: str) -> None:
+        self._discover.set()
+
+    async def start_sites(self, found: list[tuple[Source, Site]], *, at_start: bool = False) -> None:
+        """Open, recover and serve landing dirs not served yet."""
+        loop = asyncio.get_running_loop()
+        opened: list[Served] = []
+        for src, site in found:
+            if site.key in self.sites or site.key in self._starting or self.stopping.is_set():
+                continue
+            problem = site_ok(site)
+            if problem is not None:
+                if src.path.literal:
+                    raise Refused(problem)
+                self._refused_dir(site.landing, problem)
+                continue
+            self._starting.add(site.key)
+            try:
+                st = await loop.run_in_executor(None, lambda: self.stages.open_site(site, create=src.path.literal))
+            except (Refused, Fatal) as exc:
+                if at_start and src.path.literal:
+                    raise
+                if src.path.literal and isinstance(exc, Refused):
+                    self.refuse(exc)
+                    return
+                self._refused_dir(site.landing, str(exc))
+                continue
+            finally:
+                self._starting.discard(site.key)
+            served = Served(self, st)
+            self.sites[site.key] = served
+            if at_start and not self.one_shot:
+                await served.scanner.prestart()
+            if site.key in self.gone:
+                self.gone.discard(site.key)
+                self.log.info("landing_dir_back", path=str(site.landing))
+            opened.append(served)
+        if not opened:
+            return
+        await self.recover()
+        for v in opened:
+            own = await loop.run_in_executor(None, self.stages.recover_own, v.st)
+            v.landing.apply(own)
+            await self._watch(v)
+            v.start_tasks()
+            paths = self.only.get(v.key) if self.only is not None else None
+            v.scanner.targets.update(paths if paths is not None else [""])
+            if not self.one_shot:
+                v.scanner.request.set()
+            if not at_start:
+                self.log.info("landing_dir_found", path=str(v.s.input), source=v.site.source, **v.site.dataset)
+
+    async def _watch(self, v: Served) -> None:
+        if self.one_shot or self.s.watcher is WatcherKind.POLL:
+            return
+        loop = asyncio.get_running_loop()
+        if self.hub is not None:
+            w = InotifyWatcher(v.s.input, v, v.log, self.hub)
+            w.start(loop)
+            w.add_dir("")
+            v.watcher = w
+        else:
+            wd = WatchdogWatcher(v.s.input, v, v.log)
+            await loop.run_in_executor(None, wd.start, loop)
+            v.watcher = wd
+        v.scanner.add_dir = v.watcher.add_dir
+
+    async def stop_site(self, v: Served) -> None:
+        """A landing dir replaced: its in-flight batches finish, then it is let go."""
+        await v.landing.drain(self.s.shutdown_timeout)
+        await self._close_site(v)
+        if v.source.path.literal:
+            self.gone.add(v.key)
+            if self.one_shot:
+                self._lost_landing = True
+                self.request_stop()
+            else:
+                systemd.notify(f"STATUS=waiting for a directory at {v.s.input}")
+        self._discover.set()
+
+    async def _close_site(self, v: Served) -> None:
+        if self.sites.get(v.key) is not v:
+            return
+        del self.sites[v.key]
+        v.stopping.set()
+        if v.watcher is not None:
+            await v.watcher.stop()
+            v.watcher = None
+        await _cancel_all(v.tasks)
+        v.scanner.close()
+        await asyncio.get_running_loop().run_in_executor(None, v.st.close)
+
+    async def _discovery(self) -> None:
+        """Serve landing dirs that appear: a placeholder's new match, a literal path back."""
+        loop = asyncio.get_running_loop()
+        while True:
+            waiting = any(
+                src.path.literal and src.site(src.path.head, {}).key not in self.sites
+                for src in self.config.sources
+            )
+            timeout = LANDING_POLL_SECONDS if waiting else self.s.scan_interval
+            await wait_event(self._discover, timeout)
+            self._discover.clear()
+            found = await loop.run_in_executor(None, self._find_present)
+            await self.start_sites(found)
+            for v in list(self.sites.values()):
+                if not v.source.path.literal and not v.stopping.is_set():
+                    cause = await loop.run_in_executor(None, replaced, v.s.input, v.st.landing_fd)
+                    if cause is not None:
+                        v.landing_replaced(cause)
+
+    def _find_present(self) -> list[tuple[Source, Site]]:
+        """``_find_sites`` without the literal paths that name no directory now."""
+        return [(src, site) for src, site in self._find_sites() if not src.path.literal or site.landing.is_dir()]
+
+    async def _scan_ticker(self) -> None:
+        """Every ``scan_interval``, a full scan of each landing dir, one after the other."""
+        while not await wait_event(self.stopping, self.s.scan_interval):
+            for v in list(self.sites.values()):
+                if not v.stopping.is_set():
+                    v.scanner.targets.add("")
+                    await v.scanner.scan()
+
+    async def recover(self) -> None:
         """Adopt and finish the records of dead owners; what failed again goes to the retrier."""
-        done = await asyncio.get_running_loop().run_in_executor(None, self.stages.recover)
-        self.landing.apply(done.outcome)
+        served = {v.site.site_id: v for v in self.sites.values()}
+        done = await asyncio.get_running_loop().run_in_executor(
+            None, self.stages.recover, {i: v.st for i, v in served.items()}
+        )
+        for site_id, out in done.items():
+            served[site_id].landing.apply(out)
 
     def _started(self) -> None:
         s = self.s
-        systemd.notify("READY=1", f"STATUS=watching {s.input}")
+        if self.config.plain:
+            systemd.notify("READY=1", f"STATUS=watching {s.input}")
+            where: dict[str, Any] = {
+                "input": str(s.input), "warehouse": str(s.warehouse), "manifests": str(s.manifests),
+            }  # fmt: skip
+        else:
+            systemd.notify("READY=1", f"STATUS=watching {len(self.sites)} landing dirs")
+            where = {"sources": [src.name for src in self.config.sources], "landing_dirs": len(self.sites)}
+        watcher = "poll"
+        if self.hub is not None:
+            watcher = "InotifyWatcher"
+        elif s.watcher is not WatcherKind.POLL:
+            watcher = "WatchdogWatcher"
         self.log.info(
             "started",
-            input=str(s.input),
-            warehouse=str(s.warehouse),
-            manifests=str(s.manifests),
+            **where,
             state_path=str(s.state_path),
             mode=s.mode.value,
-            watcher=type(self.watcher).__name__ if self.watcher else "poll",
-            dirs_watched=self.watcher.watched if self.watcher else 0,
+            watcher=watcher,
+            dirs_watched=sum(v.watcher.watched for v in self.sites.values() if v.watcher is not None),
             metrics_port=s.metrics_port,
         )
 
+    def _counts(self) -> dict[str, int]:
+        vs = list(self.sites.values())
+        return {
+            "in_flight": sum(len(v.readiness.busy) for v in vs),
+            "waiting": sum(len(v.readiness.pending) for v in vs),
+            "ready": sum(len(v.readiness.ready) for v in vs),
+        }
+
     def _stopped(self) -> int:
-        r, st = self.readiness, self.stats
+        st = self.stats
         self.log.info(
             "stopped",
             landed=st.landed,
             duplicates=st.duplicates,
             failed=st.failed,
-            not_ready=len(r.not_ready),
-            retrying=len(self.landing.retry),
+            not_ready=self._not_ready,
+            retrying=self._retrying,
         )
         if self._refused is not None:
             raise self._refused
-        if self._crashed or (self.one_shot and (self.landing.retry or st.failed or r.failed)):
+        if self._crashed or (self.one_shot and (self._lost_landing or self._retrying or st.failed or self._failed)):
             return 1
         return 0
 
     async def _until_idle(self) -> None:
-        """One-shot: return once nothing is pending, ready, in flight or retryable."""
-        r, landing = self.readiness, self.landing
-        while not self._stopping.is_set():
-            retrying = landing.retry and landing.retry_attempts < RETRY_ROUNDS
-            if r.idle() and not landing.in_flight and not retrying:
-                return
-            r.progress.clear()
+        """One-shot: return once nothing is pending, ready, in flight or retryable anywhere."""
+
+        def idle(v: Served) -> bool:
+            retrying = v.landing.retry and v.landing.retry_attempts < RETRY_ROUNDS
+            return v.readiness.idle() and not v.landing.in_flight and not retrying
+
+        while not self.stopping.is_set():
+            vs = list(self.sites.values())
+            if all(idle(v) for v in vs):
+                break
+            for v in vs:
+                v.readiness.progress.clear()
             # progress is set after every judging round and every batch
-            await wait_event(r.progress, 1.0)
+            await asyncio.wait(
+                [asyncio.ensure_future(wait_event(v.readiness.progress, 1.0)) for v in vs],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
 
-    async def _await_landing(self) -> bool:
-        """Until a directory is at the landing path (True) or a stop is asked (False).
+    def _tally(self) -> None:
+        """What is left, for the ``stopped`` line and a replay's exit code."""
+        vs = list(self.sites.values())
+        self._not_ready = sum(len(v.readiness.not_ready) for v in vs)
+        self._retrying = sum(len(v.landing.retry) for v in vs)
+        self._failed = sum(v.readiness.failed for v in vs)
 
-        The loop pings the systemd watchdog meanwhile: waiting is not hanging.
-        """
-        loop = asyncio.get_running_loop()
-        systemd.notify(f"STATUS=waiting for a directory at {self.s.input}")
-        while not self._stop_asked.is_set():
-            if await loop.run_in_executor(None, os.path.isdir, self.s.input):
-                self.log.info("landing_dir_back", path=str(self.s.input))
-                return True
-            systemd.notify("WATCHDOG=1")
-            await wait_event(self._stop_asked, LANDING_POLL_SECONDS)
-        return False
+    _not_ready = 0
+    _retrying = 0
+    _failed = 0
 
     # ------------------------------------------------------------ stopping
 
@@ -262,34 +525,15 @@ class Daemon:
         if self._stop_asked.is_set():
             self._stop_threads.set()
         self._stop_asked.set()
-        self._stopping.set()
+        self.stopping.set()
+        for v in self.sites.values():
+            v.stopping.set()
 
-    def landing_replaced(self, cause: str) -> None:
-        """The landing path no longer names the directory being served.
-
-        Nothing more is landed from it: its files are outside the landing dir
-        now (``mv L L.old``), or gone. The cycle ends like a stop (in-flight
-        batches finish), and ``run`` serves the directory at the path once
-        there is one.
-        """
-        if self._replaced is not None:
-            return
-        self._replaced = cause
-        self.metrics.error("landing_replaced")
-        self.log.error(
-            "landing_dir_replaced",
-            path=str(self.s.input),
-            cause=cause,
-            hint="nothing more is landed from the old directory; the directory at the path "
-            "is watched as soon as there is one",
-        )
-        self._stopping.set()
-
-    def _refuse(self, exc: Refused) -> None:
+    def refuse(self, exc: Refused) -> None:
         self._refused = exc
         self.request_stop()
 
-    def _task(self, coro: Any, name: str) -> asyncio.Task[Any]:
+    def task(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
         task.add_done_callback(self._task_done)
         return task
@@ -302,56 +546,15 @@ class Daemon:
         self._crashed = True
         self.request_stop()
 
-    # ------------------------------------------------------------ events in (the watcher's sink)
-
-    async def _start_watcher(self) -> InotifyWatcher | WatchdogWatcher | None:
-        loop = asyncio.get_running_loop()
-        kind = self.s.watcher
-        if kind is WatcherKind.POLL:
-            return None
-        if kind in (WatcherKind.AUTO, WatcherKind.INOTIFY):
-            w = InotifyWatcher(self.s.input, self, self.log)
-            try:
-                w.start(loop)
-                return w
-            except OSError as exc:
-                if kind is WatcherKind.INOTIFY:
-                    raise Fatal(
-                        "start inotify", str(self.s.input), str(exc), "try --watcher watchdog"
-                    ) from exc
-                self.log.warning("inotify_unavailable", error=str(exc), fallback="watchdog")
-        wd = WatchdogWatcher(self.s.input, self, self.log)
-        # in a thread: importing watchdog and starting its observer (which walks the tree) blocks
-        await loop.run_in_executor(None, wd.start, loop)
-        return wd
-
-    def hint(self, rel: str) -> None:
-        self.metrics.events.inc()
-        self.readiness.hint(rel)
-
-    def written(self, rel: str) -> None:
-        self.metrics.events.inc()
-        self.readiness.written(rel)
-
-    def closed(self, rel: str) -> None:
-        self.metrics.events.inc()
-        self.readiness.closed(rel)
-
-    def new_dir(self, rel: str) -> None:
-        self.scanner.ask(rel)
-
-    def overflow(self) -> None:
-        self.readiness.events_lost()
-        self.scanner.ask("")
-
     def _gauges(self) -> dict[str, int]:
-        r = self.readiness
+        c = self._counts()
         return {
-            "queue_depth": len(r.ready),
-            "waiting": len(r.pending),
-            "in_flight": len(r.busy),
-            "retrying": len(self.landing.retry),
-            "events_total": self.watcher.events if self.watcher else 0,
+            "queue_depth": c["ready"],
+            "waiting": c["waiting"],
+            "in_flight": c["in_flight"],
+            "retrying": sum(len(v.landing.retry) for v in self.sites.values()),
+            "events_total": self.hub.events if self.hub is not None else 0,
+            "landing_dirs": len(self.sites),
         }
 
 

@@ -31,9 +31,11 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.files = Counter(
-            "ingestor_files_total", "Files finished, by manifest status", ["status"], registry=r
+            "ingestor_files_total", "Files finished, by source and manifest status", ["source", "status"], registry=r
         )
-        self.bytes = Counter("ingestor_bytes_total", "Bytes of files landed (status ingested)", registry=r)
+        self.bytes = Counter(
+            "ingestor_bytes_total", "Bytes of files landed (status ingested), by source", ["source"], registry=r
+        )
         self.errors = Counter("ingestor_errors_total", "Problems met, by kind", ["kind"], registry=r)
         for kind in ERROR_KINDS:
             self.errors.labels(kind)
@@ -84,7 +86,7 @@ class Metrics:
         self.in_flight.set_function(busy)
         self.retrying.set_function(retrying)
 
-    def on_done(self, records: list[Record]) -> None:
+    def on_done(self, records: list[Record], source: str = "default") -> None:
         """Called by a worker thread for each batch of records manifested."""
         now = time.monotonic()
         landed = dup = nbytes = 0
@@ -97,10 +99,10 @@ class Metrics:
             if r.seen_at:
                 self.latency.observe(now - r.seen_at)
         if landed:
-            self.files.labels("ingested").inc(landed)
-            self.bytes.inc(nbytes)
+            self.files.labels(source, "ingested").inc(landed)
+            self.bytes.labels(source).inc(nbytes)
         if dup:
-            self.files.labels("duplicate").inc(dup)
+            self.files.labels(source, "duplicate").inc(dup)
         with self._lock:
             self.landed_files += landed
             self.landed_bytes += nbytes

@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import ulid
@@ -33,43 +34,106 @@ from ingestor import faults, logs
 from ingestor.errors import Fatal
 from ingestor.fsops import TempDir
 from ingestor.ledger import Ledger
-from ingestor.manifest import ManifestWriter
+from ingestor.manifest import ManifestRecord, ManifestWriter
 from ingestor.outcome import Outcome
-from ingestor.plan import PlanPolicy
+from ingestor.plan import PlanPolicy, scope_of
 from ingestor.records import Candidate
-from ingestor.settings import Mode, Settings
+from ingestor.settings import DedupScope, Mode, Settings
+from ingestor.sources import Site, plain_site
 from ingestor.worker import Worker
 
 _PR_SET_PDEATHSIG = 1
 _QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
 
-# the child's worker; set once by _init, used only by the child's one task thread
-_worker: Worker | None = None
+# the child's ledger and workers (one per landing dir served); set by _init, used only by the
+# child's one task thread
+_ledger: Ledger | None = None
+_plain: Site | None = None
+_workers: dict[int, tuple[int, Worker, int]] = {}  # site id → (serial, worker, landing fd)
+_tmps: dict[Path, TempDir] = {}
+_writers: dict[Path, ManifestWriter] = {}
+_owner = ""
+_stop: Any = None
+
+
+def open_ledger(s: Settings, owner: str, *, plain: bool) -> Ledger:
+    """The ledger on its own connection (the parent's and each child's); ``plain``: a ledger of
+    one landing dir, bound to its three directories."""
+    ledger = Ledger(s.state_path, owner)
+    ledger.open(
+        {"landing": str(s.input), "warehouse": str(s.warehouse), "manifests": str(s.manifests)}
+        if plain
+        else None
+    )
+    return ledger
+
+
+def site_worker(
+    site: Site,
+    ledger: Ledger,
+    *,
+    stop: threading.Event | Any,
+    log: Any,
+    tmps: dict[Path, TempDir],
+    writers: dict[Path, ManifestWriter],
+) -> tuple[Worker, int]:
+    """A Worker for one landing dir on a shared ledger; temporaries and manifest writers are
+    shared by the landing dirs with the same warehouse or manifests dir. Returns it and the
+    landing dir's descriptor (the caller closes it)."""
+    s = site.settings
+    landing_fd = os.open(s.input, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        tmp = tmps.get(s.warehouse)
+        if tmp is None:
+            tmp = tmps[s.warehouse] = TempDir(s.warehouse, ledger.owner)
+            tmp.open()
+        writer = writers.get(s.manifests)
+        if writer is None:
+            writer = writers[s.manifests] = ManifestWriter(s.manifests)
+        worker = Worker(
+            landing=s.input,
+            landing_fd=landing_fd,
+            warehouse=s.warehouse,
+            ledger=ledger,
+            manifest=writer,
+            tmp=tmp,
+            policy=policy_of(site),
+            stability_ns=int(s.stability_seconds * 1e9) if s.mode is Mode.STABILITY else 0,
+            stop=stop,
+            log=log,
+            dry_run=s.dry_run,
+            tail=ManifestRecord.tail_of(site.source, site.dataset),
+        )
+    except BaseException:
+        os.close(landing_fd)
+        raise
+    return worker, landing_fd
+
+
+def policy_of(site: Site) -> PlanPolicy:
+    s = site.settings
+    return PlanPolicy(
+        s.layout,
+        s.dedup,
+        s.on_duplicate,
+        s.warehouse,
+        site=site.site_id,
+        wh=site.wh,
+        scope=scope_of(site.site_id, s.dedup_scope is DedupScope.DATASET),
+        fields=(("source", site.source), *site.values),
+    )
 
 
 def make_worker(
     s: Settings, *, owner: str, stop: threading.Event | Any, log: Any
 ) -> tuple[Worker, Ledger, TempDir, int]:
-    """A Worker on its own ledger connection (the parent's and each child's)."""
-    ledger = Ledger(s.state_path, owner)
-    ledger.open({"landing": str(s.input), "warehouse": str(s.warehouse), "manifests": str(s.manifests)})
-    landing_fd = os.open(s.input, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    tmp = TempDir(s.warehouse, owner)
-    tmp.open()
-    worker = Worker(
-        landing=s.input,
-        landing_fd=landing_fd,
-        warehouse=s.warehouse,
-        ledger=ledger,
-        manifest=ManifestWriter(s.manifests),
-        tmp=tmp,
-        policy=PlanPolicy(s.layout, s.dedup, s.on_duplicate, s.warehouse),
-        stability_ns=int(s.stability_seconds * 1e9) if s.mode is Mode.STABILITY else 0,
-        stop=stop,
-        log=log,
-        dry_run=s.dry_run,
+    """The Worker of a ledger of one landing dir (site 0), on its own ledger connection."""
+    ledger = open_ledger(s, owner, plain=True)
+    tmps: dict[Path, TempDir] = {}
+    worker, landing_fd = site_worker(
+        plain_site(s), ledger, stop=stop, log=log, tmps=tmps, writers={}
     )
-    return worker, ledger, tmp, landing_fd
+    return worker, ledger, tmps[s.warehouse], landing_fd
 
 
 def quiet_tracker() -> None:
@@ -85,42 +149,59 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _init(settings: Settings, stop: Any, parent: int) -> None:
+def _init(settings: Settings, stop: Any, parent: int, plain: bool) -> None:
     die_with_parent(parent)
     if os.environ.get("INGESTOR_LANDER_FAULTS"):  # fault points of the lander processes only (tests)
         faults.ACTIVE = faults.parse(os.environ["INGESTOR_LANDER_FAULTS"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logs.configure(settings.log_level.value)
-    owner = str(ulid.ULID())
-    global _worker
-    _worker, ledger, tmp, landing_fd = make_worker(
-        settings, owner=owner, stop=stop, log=logs.get_logger(owner=owner, process="lander")
-    )
-    multiprocessing.util.Finalize(None, _close, args=(ledger, tmp, landing_fd), exitpriority=10)
+    global _ledger, _plain, _owner, _stop
+    _owner = str(ulid.ULID())
+    _stop = stop
+    _ledger = open_ledger(settings, _owner, plain=plain)
+    _plain = plain_site(settings) if plain else None
+    multiprocessing.util.Finalize(None, _close, exitpriority=10)
 
 
-def _close(ledger: Ledger, tmp: TempDir, landing_fd: int) -> None:
-    ledger.close()
-    tmp.close()
-    os.close(landing_fd)
+def _close() -> None:
+    for _, _, fd in _workers.values():
+        os.close(fd)
+    for tmp in _tmps.values():
+        tmp.close()
+    if _ledger is not None:
+        _ledger.close()
 
 
-def land(batch: list[Candidate]) -> Outcome:
-    assert _worker is not None
-    return _worker.land(batch)
+def land(job: list[Candidate] | tuple[Site, list[Candidate]]) -> Outcome:
+    """A batch of one landing dir (``(site, batch)``; a plain batch is the plain landing dir's)."""
+    assert _ledger is not None
+    if isinstance(job, tuple):
+        site, batch = job
+    else:
+        assert _plain is not None
+        site, batch = _plain, job
+    have = _workers.get(site.site_id)
+    if have is None or have[0] != site.serial:  # a landing dir served again: a new descriptor
+        if have is not None:
+            os.close(have[2])
+        log = logs.get_logger(owner=_owner, process="lander")
+        worker, fd = site_worker(site, _ledger, stop=_stop, log=log, tmps=_tmps, writers=_writers)
+        have = _workers[site.site_id] = (site.serial, worker, fd)
+    return have[1].land(batch)
 
 
 class Landers:
     """The pool of lander processes (``spawn``: no thread state of the parent is copied)."""
 
-    def __init__(self, settings: Settings, count: int) -> None:
+    def __init__(self, settings: Settings, count: int, *, plain: bool = True) -> None:
         # After an unclean pool shutdown (a child killed) multiprocessing's resource
         # tracker unlinks the pool's semaphores and says so with a plain-text warning
         # on stderr; the cleanup is what matters, the text would break the JSON log.
         # The tracker takes its warning filters from the interpreter's -W options.
         quiet_tracker()
         self.settings = settings
+        self.plain = plain
         self.count = count
         self._ctx = multiprocessing.get_context("spawn")
         self.stop = self._ctx.Event()
@@ -144,7 +225,7 @@ class Landers:
             self.count,
             mp_context=self._ctx,
             initializer=_init,
-            initargs=(self.settings, self.stop, os.getpid()),
+            initargs=(self.settings, self.stop, os.getpid(), self.plain),
         )
 
     def _warm(self) -> list[concurrent.futures.Future[int]]:

@@ -42,6 +42,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from ingestor.globs import compile_globs
 from ingestor.fsops import TOO_LONG, longer_than, rel_room
 from ingestor.outcome import stat_key
 from ingestor.records import Candidate
@@ -88,6 +89,8 @@ class Readiness:
         sidecar_suffix: str,
         ignore_suffixes: Iterable[str],
         log: Any,
+        include: Iterable[str] = (),
+        exclude: Iterable[str] = (),
         one_shot: bool = False,
         clock: Callable[[], float] = time.monotonic,
         count_problem: Callable[[str], None] | None = None,
@@ -98,6 +101,8 @@ class Readiness:
         self.window_ns = int(stability_seconds * 1e9)
         self.sidecar_suffix = sidecar_suffix
         self.ignore_suffixes = tuple(ignore_suffixes)
+        self.include = compile_globs(tuple(include))
+        self.exclude = compile_globs(tuple(exclude))
         self.log = log
         self.one_shot = one_shot
         self.clock = clock
@@ -132,7 +137,11 @@ class Readiness:
         name = rel.rpartition("/")[2]
         if not name or name.startswith(".") or "/." in "/" + rel:
             return True
-        return name.endswith(self.ignore_suffixes)
+        if name.endswith(self.ignore_suffixes):
+            return True
+        if self.include is not None and not self.include.match(rel):
+            return True
+        return self.exclude is not None and self.exclude.match(rel) is not None
 
     def target(self, rel: str) -> str | None:
         """The data path a hint is about, or None when it is ignored."""

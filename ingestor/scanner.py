@@ -33,7 +33,7 @@ from ingestor.errors import Fatal, Refused, Retryable
 from ingestor.fsops import TOO_LONG, replaced
 from ingestor.metrics import Metrics
 from ingestor.ready import Readiness, wait_event
-from ingestor.stages import Stages
+from ingestor.stages import SiteStages
 
 SCAN_SIZE_KEY = "last_full_scan_files"  # in the ledger's meta table
 
@@ -42,7 +42,7 @@ SCAN_SIZE_KEY = "last_full_scan_files"  # in the ledger's meta table
 class _Helpers:
     """The helper processes of one scan: owned by the scan's thread until it ends."""
 
-    stages: Stages
+    stages: SiteStages
     prestarted: scanhelpers.ScanHelpers | None
     started: int = 0
 
@@ -53,7 +53,7 @@ class _Helpers:
         return helpers or new_helpers(self.stages)
 
 
-def new_helpers(stages: Stages) -> scanhelpers.ScanHelpers:
+def new_helpers(stages: SiteStages) -> scanhelpers.ScanHelpers:
     s = stages.s
     return scanhelpers.ScanHelpers(stages.landing_fd, s.input, s.state_path, stages.scan_workers)
 
@@ -61,7 +61,7 @@ def new_helpers(stages: Stages) -> scanhelpers.ScanHelpers:
 class Scanner:
     def __init__(
         self,
-        stages: Stages,
+        stages: SiteStages,
         readiness: Readiness,
         metrics: Metrics,
         log: Any,
@@ -84,6 +84,7 @@ class Scanner:
         self.targets: set[str] = set()
         self.last_full_scan = -1  # files seen by the last full scan; -1 before the first
         self.prestarted: scanhelpers.ScanHelpers | None = None  # for the first scan
+        self._one = asyncio.Lock()
 
     def ask(self, rel: str) -> None:
         """Scan below ``rel`` soon ("" is everything)."""
@@ -102,7 +103,7 @@ class Scanner:
 
     def _prestart_job(self) -> tuple[int, scanhelpers.ScanHelpers | None]:
         try:
-            last = int(self.stages.ledger.recall(SCAN_SIZE_KEY) or -1)
+            last = int(self.stages.ledger.recall(self.stages.scan_key) or -1)
         except (Retryable, ValueError):
             return -1, None
         workers = self.stages.scan_workers
@@ -111,15 +112,20 @@ class Scanner:
         self.log.info("scan_helpers_prestarted", helpers=workers, last_full_scan_files=last)
         return last, new_helpers(self.stages)
 
-    async def run(self, scan_interval: float) -> None:
-        """Scan when asked, and every ``scan_interval`` seconds; until cancelled."""
+    async def run(self, scan_interval: float | None) -> None:
+        """Scan when asked, and every ``scan_interval`` seconds (None: the daemon's scan ticker
+        asks each landing dir in turn); until cancelled."""
         while True:
             if not await wait_event(self.request, scan_interval):
                 self.targets.add("")
             await self.scan()
 
     async def scan(self) -> None:
-        """One scan of everything asked for since the last one."""
+        """One scan of everything asked for since the last one (one at a time)."""
+        async with self._one:
+            await self._scan()
+
+    async def _scan(self) -> None:
         loop = asyncio.get_running_loop()
         self.request.clear()
         targets, self.targets = self.targets, set()
@@ -204,7 +210,7 @@ class Scanner:
             helpers.prestarted.close()
         if seen != last:
             try:
-                self.stages.ledger.remember(SCAN_SIZE_KEY, str(seen))
+                self.stages.ledger.remember(self.stages.scan_key, str(seen))
             except (Retryable, Fatal) as exc:  # a hint for the next start only
                 self.log.warning("scan_size_not_recorded", error=str(exc))
         return self.stages.bind_pending(), self.readiness.missing(writing)

@@ -53,6 +53,9 @@ class Site:
     source: str
     values: tuple[tuple[str, str], ...]
     settings: Settings
+    site_id: int = -1  # the ledger's ids of the landing dir and its warehouse, once registered
+    wh: int = -1
+    serial: int = 0  # which time this process serves it (a lander process opens it again)
 
     @property
     def landing(self) -> Path:
@@ -115,9 +118,7 @@ def load(
     cwd = cwd or Path.cwd()
     g = gather(flags, config=config, environ=environ)
     if not g.sources:
-        s = finish(g.merged, cwd)
-        src = Source(DEFAULT_NAME, s, Template.literal_path(s.input), _literal_templates(s))
-        return Config(s, (src,), True, fill_origins(g.origins))
+        return dataclasses.replace(plain_config(finish(g.merged, cwd)), origins=fill_origins(g.origins))
     if "input" in g.merged:
         raise SettingsError(
             f"config file {g.config} has [[source]] tables: --input (or INGESTOR_INPUT, or a top-level "
@@ -266,6 +267,17 @@ def _check_sources(sources: Iterable[Source]) -> None:
                     f"invalid manifests of source {a.name!r}: {mf.text} could overlap the warehouse "
                     f"{wh.text} of source {b.name!r}; manifest files would be audited as landed files"
                 )
+
+
+def plain_config(s: Settings) -> Config:
+    """One landing dir's settings as a config of one source."""
+    src = Source(DEFAULT_NAME, s, Template.literal_path(s.input), _literal_templates(s))
+    return Config(s, (src,), True, {})
+
+
+def plain_site(s: Settings) -> Site:
+    """The landing dir of a ledger of one: site 0, warehouse 0."""
+    return Site(DEFAULT_NAME, (), s, 0, 0)
 
 
 def site_ok(site: Site) -> str | None:

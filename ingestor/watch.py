@@ -62,34 +62,35 @@ class Sink(Protocol):
     def closed(self, rel: str) -> None: ...
 
 
-class InotifyWatcher:
-    def __init__(self, landing: Path, sink: Sink, log: Any) -> None:
-        self.landing = landing
-        self.sink = sink
+# a directory above landing dirs (a source's placeholder levels): a new or removed name there
+# may make or end a landing dir
+LEVEL_MASK = (
+    flags.CREATE | flags.MOVED_TO | flags.DELETE | flags.MOVED_FROM | flags.ONLYDIR | flags.DONT_FOLLOW
+)
+
+
+class InotifyHub:
+    """One inotify descriptor for every landing dir of a daemon (the kernel's default limit is
+    128 instances per user), read from the loop; each event goes to the watcher of its
+    directory, a landing dir's parent, or the discovery of new landing dirs (``levels``)."""
+
+    def __init__(self, log: Any, on_level: Callable[[Path, str], None] | None = None) -> None:
         self.log = log
+        self.on_level = on_level
         self.inotify: INotify | None = None
-        # wd → relative dir; mutated from the loop and from scan threads (add_dir)
-        self._dirs: dict[int, str] = {}
-        self._failed: set[str] = set()  # dirs whose watch failed (reported once)
-        self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self.owners: dict[int, InotifyWatcher] = {}  # a landing dir's (or its subdir's) wd
+        self.parents: dict[int, set[InotifyWatcher]] = {}
+        self.levels: dict[int, Path] = {}
         self.events = 0
         self.overflows = 0
-        self._parent_wd = -2  # the watch of the landing dir's parent (its name only)
+        self._watchers: set[InotifyWatcher] = set()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.inotify = INotify(nonblocking=True)
         self._loop = loop
-        # The landing dir's own IN_DELETE_SELF never comes while the daemon holds it open
-        # (its descriptor keeps the inode): its parent says when its name goes away.
-        try:
-            self._parent_wd = self.inotify.add_watch(self.landing.parent, PARENT_MASK)
-        except OSError as exc:  # the scan's check of the landing dir's identity still covers it
-            self.log.warning("watch_failed", path=str(self.landing.parent), error=exc.strerror)
         loop.add_reader(self.inotify.fileno(), self._readable)
-
-    async def stop(self) -> None:
-        self.close()
 
     def close(self) -> None:
         if self.inotify is not None:
@@ -98,13 +99,140 @@ class InotifyWatcher:
             self.inotify.close()
             self.inotify = None
 
+    def add(self, path: Path | str, mask: int) -> int:
+        assert self.inotify is not None
+        return int(self.inotify.add_watch(path, mask | flags.MASK_ADD))
+
+    def watch_level(self, path: Path) -> bool:
+        """Watch a directory above landing dirs for new names; False if it cannot be."""
+        if self.inotify is None:
+            return False
+        try:
+            wd = self.add(path, LEVEL_MASK)
+        except OSError:
+            return False
+        with self._lock:
+            self.levels[wd] = path
+        return True
+
+    def _readable(self) -> None:
+        assert self.inotify is not None
+        try:
+            data = os.read(self.inotify.fileno(), READ_SIZE)
+        except BlockingIOError:
+            return
+        self.feed(data)
+
+    def feed(self, data: bytes) -> None:
+        """Events as the kernel packs them → calls on the sinks (the loop thread)."""
+        for ev in parse_events(data):
+            self.events += 1
+            if ev.mask & flags.Q_OVERFLOW:
+                self.overflows += 1
+                self.log.warning("inotify_overflow", hint="events were lost; rescanning everything")
+                for w in list(self._watchers):
+                    w.sink.overflow()
+                if self.on_level is not None:
+                    self.on_level(Path("/"), "")
+                continue
+            with self._lock:
+                owner = self.owners.get(ev.wd)
+                parents = self.parents.get(ev.wd, ())
+                level = self.levels.get(ev.wd)
+                if ev.mask & (flags.IGNORED | flags.UNMOUNT):
+                    self.levels.pop(ev.wd, None)
+            if owner is not None:
+                owner.event(ev)
+            for w in list(parents):
+                w.parent_event(ev)
+            if (
+                level is not None
+                and self.on_level is not None
+                and ev.mask & flags.ISDIR
+                and not ev.name.startswith(".")
+            ):
+                self.on_level(level, ev.name)
+
+
+class InotifyWatcher:
+    """One landing dir's watches: every directory of its tree, and its parent (its name)."""
+
+    def __init__(self, landing: Path, sink: Sink, log: Any, hub: InotifyHub | None = None) -> None:
+        self.landing = landing
+        self.sink = sink
+        self.log = log
+        self.hub = hub
+        self._own_hub = hub is None
+        # wd → relative dir; mutated from the loop and from scan threads (add_dir)
+        self._dirs: dict[int, str] = {}
+        self._failed: set[str] = set()  # dirs whose watch failed (reported once)
+        self._lock = threading.Lock()
+        self._parent_wd = -2  # the watch of the landing dir's parent (its name only)
+        self._closed = False
+
+    @property
+    def inotify(self) -> INotify | None:
+        return None if self.hub is None or self._closed else self.hub.inotify
+
+    @property
+    def events(self) -> int:
+        return self.hub.events if self.hub is not None else 0
+
+    @property
+    def overflows(self) -> int:
+        return self.hub.overflows if self.hub is not None else 0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.hub is None:
+            self.hub = InotifyHub(self.log)
+        if self.hub.inotify is None:
+            self.hub.start(loop)
+        hub = self.hub
+        hub._watchers.add(self)
+        # The landing dir's own IN_DELETE_SELF never comes while the daemon holds it open
+        # (its descriptor keeps the inode): its parent says when its name goes away.
+        try:
+            self._parent_wd = hub.add(self.landing.parent, PARENT_MASK)
+            with hub._lock:
+                hub.parents.setdefault(self._parent_wd, set()).add(self)
+        except OSError as exc:  # the scan's check of the landing dir's identity still covers it
+            self.log.warning("watch_failed", path=str(self.landing.parent), error=exc.strerror)
+
+    async def stop(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop watching this landing dir (the hub goes on for the others)."""
+        if self._closed:
+            return
+        self._closed = True
+        hub = self.hub
+        if hub is None:
+            return
+        hub._watchers.discard(self)
+        with hub._lock:
+            hub.parents.get(self._parent_wd, set()).discard(self)
+            wds = [wd for wd in self._dirs if hub.owners.get(wd) is self]
+            for wd in wds:
+                del hub.owners[wd]
+        if self._own_hub:
+            hub.close()
+            return
+        for wd in wds:
+            if hub.inotify is not None:
+                try:
+                    hub.inotify.rm_watch(wd)
+                except OSError:
+                    pass  # gone already (its directory was removed): nothing to stop
+
     def add_dir(self, rel: str) -> None:
         """Watch one directory (thread-safe: the scan calls it for every dir it enters)."""
-        if self.inotify is None:
+        hub = self.hub
+        if hub is None or hub.inotify is None or self._closed:
             return
         path = self.landing / rel if rel else self.landing
         try:
-            wd = self.inotify.add_watch(path, DIR_MASK)
+            wd = hub.inotify.add_watch(path, DIR_MASK)
         except OSError as exc:
             # gone, replaced by a symlink, or out of watches: the scan still covers it;
             # said once per directory, not at every scan
@@ -119,58 +247,48 @@ class InotifyWatcher:
         with self._lock:
             self._dirs[wd] = rel
             self._failed.discard(rel)
+        with hub._lock:
+            hub.owners[wd] = self
 
     @property
     def watched(self) -> int:
         return len(self._dirs)
 
-    def _readable(self) -> None:
-        assert self.inotify is not None
-        try:
-            data = os.read(self.inotify.fileno(), READ_SIZE)
-        except BlockingIOError:
-            return
-        self.feed(data)
-
     def feed(self, data: bytes) -> None:
         """Events as the kernel packs them → calls on the sink (the loop thread)."""
-        for ev in parse_events(data):
-            self.events += 1
-            mask = ev.mask
-            if mask & flags.Q_OVERFLOW:
-                self.overflows += 1
-                self.log.warning("inotify_overflow", hint="events were lost; rescanning everything")
-                self.sink.overflow()
-                continue
-            if ev.wd == self._parent_wd:
-                if ev.name == self.landing.name and mask & flags.ISDIR and mask & PARENT_MASK:
-                    self.sink.landing_replaced(
-                        "the landing dir was renamed away"
-                        if mask & flags.MOVED_FROM
-                        else "the landing dir was deleted"
-                    )
-                continue
-            with self._lock:
-                rel_dir = self._dirs.get(ev.wd)
-                if mask & (flags.IGNORED | flags.UNMOUNT):
-                    self._dirs.pop(ev.wd, None)
-            if rel_dir == "" and mask & _ROOT_GONE:
-                self.sink.landing_replaced(_ROOT_GONE_CAUSE.get(mask & _ROOT_GONE, "the landing dir is gone"))
-                continue
-            if rel_dir is None or mask & (_ROOT_GONE | flags.IGNORED):
-                continue
-            rel = f"{rel_dir}/{ev.name}" if rel_dir else ev.name
-            if mask & flags.ISDIR:
-                if mask & (flags.CREATE | flags.MOVED_TO) and not ev.name.startswith("."):
-                    self.add_dir(rel)
-                    self.sink.new_dir(rel)
-                continue
-            if mask & flags.MODIFY:
-                self.sink.written(rel)
-            elif mask & (flags.CLOSE_WRITE | flags.MOVED_TO):
-                self.sink.closed(rel)
-            else:
-                self.sink.hint(rel)
+        assert self.hub is not None
+        self.hub.feed(data)
+
+    def parent_event(self, ev: Any) -> None:
+        mask = ev.mask
+        if ev.name == self.landing.name and mask & flags.ISDIR and mask & PARENT_MASK:
+            self.sink.landing_replaced(
+                "the landing dir was renamed away" if mask & flags.MOVED_FROM else "the landing dir was deleted"
+            )
+
+    def event(self, ev: Any) -> None:
+        mask = ev.mask
+        with self._lock:
+            rel_dir = self._dirs.get(ev.wd)
+            if mask & (flags.IGNORED | flags.UNMOUNT):
+                self._dirs.pop(ev.wd, None)
+        if rel_dir == "" and mask & _ROOT_GONE:
+            self.sink.landing_replaced(_ROOT_GONE_CAUSE.get(mask & _ROOT_GONE, "the landing dir is gone"))
+            return
+        if rel_dir is None or mask & (_ROOT_GONE | flags.IGNORED):
+            return
+        rel = f"{rel_dir}/{ev.name}" if rel_dir else ev.name
+        if mask & flags.ISDIR:
+            if mask & (flags.CREATE | flags.MOVED_TO) and not ev.name.startswith("."):
+                self.add_dir(rel)
+                self.sink.new_dir(rel)
+            return
+        if mask & flags.MODIFY:
+            self.sink.written(rel)
+        elif mask & (flags.CLOSE_WRITE | flags.MOVED_TO):
+            self.sink.closed(rel)
+        else:
+            self.sink.hint(rel)
 
 
 class WatchdogWatcher:

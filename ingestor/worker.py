@@ -38,7 +38,7 @@ from ingestor.errors import BadInput, Gone, IngestError, Retryable, Stopping, fr
 from ingestor.fsops import PATH_MAX, TOO_LONG, TempDir, longer_than, rel_room, replaced
 from ingestor.layout import render, with_suffix
 from ingestor.ledger import Ledger, MovedUpdate
-from ingestor.manifest import LATE_APPEND_SECONDS, ManifestRecord, ManifestWriter, hour_end_ns
+from ingestor.manifest import DEFAULT_TAIL, LATE_APPEND_SECONDS, ManifestRecord, ManifestWriter, hour_end_ns
 from ingestor.move import Moved, Mover
 from ingestor.outcome import Outcome, Then, stat_key
 from ingestor.plan import DUPLICATES_DIR, Defer, PlanPolicy
@@ -60,8 +60,10 @@ class Worker:
         stop: threading.Event,
         log: Any,
         dry_run: bool = False,
+        tail: bytes = DEFAULT_TAIL,
     ) -> None:
         self.landing = landing
+        self.tail = tail  # the end of every manifest line: the source's name and values
         self.landing_fd = landing_fd
         self.warehouse = warehouse
         self.landing_s = str(landing)
@@ -153,7 +155,8 @@ class Worker:
                 "file_would_land",
                 path=str(self.landing / h.candidate.rel),
                 warehouse_path=str(
-                    self.warehouse / render(self.policy.layout, h.candidate.rel, time.time_ns(), h.sha256)
+                    self.warehouse
+                    / render(self.policy.layout, h.candidate.rel, time.time_ns(), h.sha256, self.policy.extra)
                 ),
                 sha256=h.sha256,
                 bytes=h.identity.size,
@@ -193,7 +196,7 @@ class Worker:
         """
         if longer_than(rel, rel_room(self.landing)):
             raise BadInput("land", rel, TOO_LONG)
-        dest = render(self.policy.layout, rel, time.time_ns(), "0" * 64)
+        dest = render(self.policy.layout, rel, time.time_ns(), "0" * 64, self.policy.extra)
         extra = len(DUPLICATES_DIR) + 1 + len(with_suffix("x", "0" * 64, 99)) - 1
         if len(os.fsencode(dest)) + extra > rel_room(self.warehouse):
             raise BadInput(
@@ -351,7 +354,8 @@ class Worker:
                 current.update((r.id, r) for r in group)
                 rel = group[0].manifest_rel
             landing, warehouse = self.landing_s, self.warehouse_s
-            lines = [ManifestRecord.line_of(r, landing, warehouse) for r in group]
+            tail = self.tail
+            lines = [ManifestRecord.line_of(r, landing, warehouse, tail) for r in group]
             self.manifest.append(rel, lines)
             self.ledger.manifested([r.id for r in group])
             if faults.ACTIVE:

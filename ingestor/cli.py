@@ -22,10 +22,9 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from ingestor import command, logs
+from ingestor import command, logs, sources
 from ingestor.errors import Fatal, Refused
 from ingestor.progress import BarProgress, LogProgress, Progress
-from ingestor.rescan import landing_paths
 from ingestor.settings import (
     DEFAULTS,
     ENV_PREFIX,
@@ -34,7 +33,6 @@ from ingestor.settings import (
     SettingsError,
     describe,
     load,
-    load_with_origins,
     parse_path,
 )
 from simulate.cli import app as simulate_app
@@ -45,7 +43,13 @@ app.add_typer(simulate_app, name="simulate")
 config_app = command.group("The effective configuration.")
 app.add_typer(config_app, name="config")
 
-ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="TOML configuration file.")]
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="TOML configuration file; [[source]] tables for many landing dirs."),
+]
+SourceOpt = Annotated[
+    str | None, typer.Option("--source", help="Only this source of the config (its name). [default: all]")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
 
 # ----------------------------------------------------------------- flags from the settings table
@@ -129,15 +133,24 @@ def _config(path: str | None) -> Path | None:
 # ----------------------------------------------------------------- the daemon's commands
 
 
-def _run_daemon(settings: Settings, *, show_progress: bool = False, **kwargs: Any) -> int:
+def _load(flags: dict[str, Any], config: str | None, source: str | None = None) -> sources.Config:
+    """The configuration (``--source``: only that source)."""
+    cfg = sources.load(flags, config=_config(config))
+    if source is not None:
+        cfg = sources.only(cfg, source)
+    return cfg
+
+
+def _run_daemon(settings: sources.Config, *, show_progress: bool = False, **kwargs: Any) -> int:
     from ingestor.lifecycle import Daemon
 
-    logs.configure(settings.log_level.value)
+    level = settings.settings.log_level.value
+    logs.configure(level)
     progress: Progress | None = None
     if show_progress:
         if sys.stderr.isatty():
             bar = BarProgress()
-            logs.configure(settings.log_level.value, stream=bar.log_stream)
+            logs.configure(level, stream=bar.log_stream)
             progress = bar
         else:
             progress = LogProgress(logs.get_logger())
@@ -151,8 +164,8 @@ def _run_daemon(settings: Settings, *, show_progress: bool = False, **kwargs: An
 @app.command()
 @with_flags(names_of("run"))
 def run(flags: dict[str, Any], config: ConfigOpt = None) -> None:
-    """Watch the landing directory and land every complete file exactly once."""
-    raise typer.Exit(_run_daemon(load(flags, config=_config(config))))
+    """Watch the landing directory (or every source's) and land every complete file exactly once."""
+    raise typer.Exit(_run_daemon(_load(flags, config)))
 
 
 @app.command()
@@ -160,22 +173,26 @@ def run(flags: dict[str, Any], config: ConfigOpt = None) -> None:
 def replay(
     flags: dict[str, Any],
     paths: Annotated[
-        list[str] | None, typer.Argument(help="Files or dirs below the landing dir. [default: all]")
+        list[str] | None,
+        typer.Argument(help="Files or dirs below a landing dir (or above landing dirs). [default: all]"),
     ] = None,
     config: ConfigOpt = None,
+    source: SourceOpt = None,
 ) -> None:
     """Scan once and land everything complete, then exit; safe beside a running daemon.
 
     Exits 0 when everything complete was landed, 1 when a file could not be
     (it stays where it is; the log says why).
     """
-    settings = load(flags, config=_config(config))
-    try:
-        targets = [parse_path("paths", t, origin="argument") for t in paths or []]
-        rels = landing_paths(settings.input, targets) if targets else None
-    except ValueError as exc:
-        raise SettingsError(str(exc)) from None
-    raise typer.Exit(_run_daemon(settings, one_shot=True, paths=rels, show_progress=True))
+    cfg = _load(flags, config, source)
+    only = None
+    if paths:
+        targets = [parse_path("paths", t, origin="argument") for t in paths]
+        try:
+            only = sources.targets(cfg, targets)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+    raise typer.Exit(_run_daemon(cfg, one_shot=True, only=only, show_progress=True))
 
 
 @app.command("rebuild-ledger")
@@ -213,26 +230,32 @@ def rebuild_ledger(flags: dict[str, Any], config: ConfigOpt = None, json: JsonOp
 
 @app.command()
 @with_flags(["warehouse", "manifests", "state_path", "input"])
-def verify(flags: dict[str, Any], config: ConfigOpt = None, json: JsonOpt = False) -> None:
+def verify(
+    flags: dict[str, Any], config: ConfigOpt = None, json: JsonOpt = False, source: SourceOpt = None
+) -> None:
     """Audit manifest, warehouse and ledger against each other; exit 0 clean, 1 not.
 
     Give --warehouse, --manifests and --state-path, or --input (or --config) to
-    use the defaults beside the landing dir.
+    use the defaults beside the landing dir. With [[source]] tables every
+    landing dir's warehouse and manifests are audited (--source: one source's),
+    each against its own records, then the total.
     """
-    from ingestor.verify import run_verify
+    from ingestor.verify import run_verify, run_verify_sources
 
     paths = ("warehouse", "manifests", "state_path")
+    logs.configure("warning")
     if flags["input"] is None and config is None:
         if None in (flags[p] for p in paths):
             raise SettingsError(
                 "verify needs --warehouse, --manifests and --state-path (or --input / --config)"
             )
         wh, mf, st = (parse_path(p, flags[p]) for p in paths)
-    else:
-        s = load(flags, config=_config(config))
-        wh, mf, st = s.warehouse, s.manifests, s.state_path
-    logs.configure("warning")
-    raise typer.Exit(run_verify(wh, mf, st, as_json=json, out=sys.stdout))
+        raise typer.Exit(run_verify(wh, mf, st, as_json=json, out=sys.stdout))
+    cfg = _load(flags, config, source)
+    if cfg.plain:
+        s = cfg.settings
+        raise typer.Exit(run_verify(s.warehouse, s.manifests, s.state_path, as_json=json, out=sys.stdout))
+    raise typer.Exit(run_verify_sources(cfg, as_json=json, out=sys.stdout))
 
 
 @app.command()
@@ -258,7 +281,7 @@ def status(
     if flags["state_path"] is None or flags["input"] is not None or config is not None:
         if flags["input"] is None and config is None:
             raise SettingsError("status needs --state-path FILE (or --input / --config)")
-        s = load(flags, config=_config(config))
+        s = _load(flags, config).settings
         ledger = s.state_path
         port = metrics_port if metrics_port is not None else s.metrics_port
     else:
@@ -290,10 +313,18 @@ def config_show(
     Each value says where it came from. An invalid value fails as `run` would:
     one line naming the setting, exit 2.
     """
-    settings, origins = load_with_origins(flags, config=_config(config))
-    values = describe(settings)
+    cfg = _load(flags, config)
+    origins = dict(cfg.origins)
+    values = describe(cfg.settings)
+    listed = [_source_view(src) for src in cfg.sources] if not cfg.plain else []
+    if not cfg.plain:
+        for key in ("input", "warehouse", "manifests", "samples"):
+            values.pop(key, None)
     if json:
-        sys.stdout.write(orjson.dumps({"settings": values, "origins": origins}).decode() + "\n")
+        out: dict[str, Any] = {"settings": values, "origins": origins}
+        if listed:
+            out["sources"] = listed
+        sys.stdout.write(orjson.dumps(out).decode() + "\n")
         return
     lines = [
         "# ingestor: effective configuration (flags > INGESTOR_* env > TOML file > defaults)",
@@ -304,7 +335,26 @@ def config_show(
             lines.append(f"# {key} is not set  # {origins[key]}")
         else:
             lines.append(f"{key} = {_toml_value(value)}  # {origins[key]}")
+    for view in listed:
+        lines += ["", "[[source]]"]
+        for key, value in view.items():
+            if key == "landing_dirs":
+                lines.append(f"# landing dirs matched now: {len(value)}")
+                lines += [f"#   {d}" for d in value]
+            elif value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _source_view(src: sources.Source) -> dict[str, Any]:
+    """One source resolved: its settings (the per-source ones), and its landing dirs now."""
+    values = describe(src.settings)
+    view: dict[str, Any] = {"name": src.name, "path": src.path.text}
+    for key, spec in TABLE.items():
+        if spec.per_source and key != "input":
+            view[key] = values.get(key)
+    view["landing_dirs"] = [str(site.landing) for site in src.sites()]
+    return view
 
 
 # ----------------------------------------------------------------- entry point

@@ -106,9 +106,7 @@ def _drop(rel: str, n: int, keep_name: bool) -> str:
     return "/".join([*dirs, name]) if keep_name else "/".join(dirs)
 
 
-def render(
-    template: str, rel: str, ns: int, sha256: str, extra: Mapping[str, str] | None = None
-) -> str:
+def render(template: str, rel: str, ns: int, sha256: str, extra: Mapping[str, str] | None = None) -> str:
     """The warehouse-relative path of ``rel`` landed at ``ns`` with content ``sha256``;
     ``extra``: the source's name and placeholder values, and ``{relpath-N}`` fields."""
     if template == DEFAULT_LAYOUT:  # the common case, without str.format

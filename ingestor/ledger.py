@@ -313,7 +313,9 @@ class Ledger:
 
         return self.call(op)
 
-    def site(self, landing: str, warehouse: str, manifests: str, source: str, dataset: str) -> tuple[int, int]:
+    def site(
+        self, landing: str, warehouse: str, manifests: str, source: str, dataset: str
+    ) -> tuple[int, int]:
         """The ids of a landing dir and of its warehouse, registered on first sight.
 
         The landing dir of a ledger of one (meta ``landing``) is site 0, so a
@@ -341,6 +343,7 @@ class Ledger:
                 )
             (wh,) = conn.execute("SELECT min(id) FROM sites WHERE warehouse = ?", (warehouse,)).fetchone()
             conn.execute("UPDATE sites SET wh = ? WHERE id = ?", (wh, site_id))
+            assert site_id is not None
             return int(site_id), int(wh)
 
         return self.call(op)
@@ -479,9 +482,11 @@ class Ledger:
 
     def holds_open(self, owner: str) -> bool:
         """Does ``owner`` still have unfinished rows?"""
-        row = self.reader().execute(
-            f"SELECT 1 FROM files WHERE owner=? AND state IN {OPEN_SQL} LIMIT 1", (owner,)
-        ).fetchone()
+        row = (
+            self.reader()
+            .execute(f"SELECT 1 FROM files WHERE owner=? AND state IN {OPEN_SQL} LIMIT 1", (owner,))
+            .fetchone()
+        )
         return row is not None
 
     def open_owners(self) -> set[str]:

@@ -31,6 +31,7 @@ which hand results back to the loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import threading
@@ -240,7 +241,9 @@ class Daemon:
                 self._tasks.append(self.task(self._scan_ticker(), "scan-ticker"))
                 self._tasks.append(self.task(self._discovery(), "discovery"))
                 self._tasks.append(
-                    self.task(heartbeat(self.metrics, s.metrics_interval, self.log, self._gauges), "heartbeat")
+                    self.task(
+                        heartbeat(self.metrics, s.metrics_interval, self.log, self._gauges), "heartbeat"
+                    )
                 )
                 self._started()
                 await self.stopping.wait()
@@ -266,7 +269,9 @@ class Daemon:
             return hub
         except OSError as exc:
             if self.s.watcher is WatcherKind.INOTIFY:
-                raise Fatal("start inotify", str(self.s.state_path), str(exc), "try --watcher watchdog") from exc
+                raise Fatal(
+                    "start inotify", str(self.s.state_path), str(exc), "try --watcher watchdog"
+                ) from exc
             self.log.warning("inotify_unavailable", error=str(exc), fallback="watchdog")
             return None
 
@@ -325,7 +330,9 @@ class Daemon:
                 continue
             self._starting.add(site.key)
             try:
-                st = await loop.run_in_executor(None, lambda: self.stages.open_site(site, create=src.path.literal))
+                st = await loop.run_in_executor(
+                    None, functools.partial(self.stages.open_site, site, create=src.path.literal)
+                )
             except (Refused, Fatal) as exc:
                 if at_start and src.path.literal:
                     raise
@@ -357,7 +364,9 @@ class Daemon:
             if not self.one_shot:
                 v.scanner.request.set()
             if not at_start:
-                self.log.info("landing_dir_found", path=str(v.s.input), source=v.site.source, **v.site.dataset)
+                self.log.info(
+                    "landing_dir_found", path=str(v.s.input), source=v.site.source, **v.site.dataset
+                )
 
     async def _watch(self, v: Served) -> None:
         if self.one_shot or self.s.watcher is WatcherKind.POLL:
@@ -420,7 +429,9 @@ class Daemon:
 
     def _find_present(self) -> list[tuple[Source, Site]]:
         """``_find_sites`` without the literal paths that name no directory now."""
-        return [(src, site) for src, site in self._find_sites() if not src.path.literal or site.landing.is_dir()]
+        return [
+            (src, site) for src, site in self._find_sites() if not src.path.literal or site.landing.is_dir()
+        ]
 
     async def _scan_ticker(self) -> None:
         """Every ``scan_interval``, a full scan of each landing dir, one after the other."""
@@ -484,7 +495,9 @@ class Daemon:
         )
         if self._refused is not None:
             raise self._refused
-        if self._crashed or (self.one_shot and (self._lost_landing or self._retrying or st.failed or self._failed)):
+        if self._crashed or (
+            self.one_shot and (self._lost_landing or self._retrying or st.failed or self._failed)
+        ):
             return 1
         return 0
 

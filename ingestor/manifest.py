@@ -185,25 +185,28 @@ class ManifestRecord:
         if rec.dest_rel is not None:
             dst, dst_b64 = encode_path(f"{warehouse}/{rec.dest_rel}")
         ident = rec.identity
-        return orjson.dumps(
-            {
-                "id": rec.id,
-                "status": rec.status,
-                "action": rec.action,
-                "source_path": src,
-                "source_path_b64": src_b64,
-                "warehouse_path": dst,
-                "warehouse_path_b64": dst_b64,
-                "sha256": rec.sha256,
-                "size": ident.size,
-                "mtime": rfc3339(ident.mtime_ns),
-                "device": ident.device,
-                "inode": ident.inode,
-                "ingested_at": rfc3339(rec.ingested_ns),
-                "duplicate_of": rec.duplicate_of,
-                "ingestor_version": __version__,
-            },
-        )[:-1] + tail
+        return (
+            orjson.dumps(
+                {
+                    "id": rec.id,
+                    "status": rec.status,
+                    "action": rec.action,
+                    "source_path": src,
+                    "source_path_b64": src_b64,
+                    "warehouse_path": dst,
+                    "warehouse_path_b64": dst_b64,
+                    "sha256": rec.sha256,
+                    "size": ident.size,
+                    "mtime": rfc3339(ident.mtime_ns),
+                    "device": ident.device,
+                    "inode": ident.inode,
+                    "ingested_at": rfc3339(rec.ingested_ns),
+                    "duplicate_of": rec.duplicate_of,
+                    "ingestor_version": __version__,
+                },
+            )[:-1]
+            + tail
+        )
 
     @staticmethod
     def tail_of(source: str, dataset: dict[str, str]) -> bytes:
@@ -219,7 +222,7 @@ class ManifestRecord:
         if not isinstance(obj, dict):
             raise ManifestError("not a JSON object")
         try:
-            rec = cls(
+            rec = cls(  # type: ignore[arg-type]  # judged by _checked
                 **{
                     name: obj.get(key) if key in _OPTIONAL else obj[key]
                     for name, key in zip(_FIELDS, KEYS, strict=True)

@@ -31,10 +31,16 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.files = Counter(
-            "ingestor_files_total", "Files finished, by source and manifest status", ["source", "status"], registry=r
+            "ingestor_files_total",
+            "Files finished, by source and manifest status",
+            ["source", "status"],
+            registry=r,
         )
         self.bytes = Counter(
-            "ingestor_bytes_total", "Bytes of files landed (status ingested), by source", ["source"], registry=r
+            "ingestor_bytes_total",
+            "Bytes of files landed (status ingested), by source",
+            ["source"],
+            registry=r,
         )
         self.errors = Counter("ingestor_errors_total", "Problems met, by kind", ["kind"], registry=r)
         for kind in ERROR_KINDS:

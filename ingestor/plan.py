@@ -354,7 +354,13 @@ class Dests:
             f"SELECT EXISTS(SELECT 1 FROM files WHERE wh = ? AND dest_rel = ? AND state != '{State.ABANDONED}') "
             "OR EXISTS(SELECT 1 FROM files WHERE wh = ? AND dest_rel >= ? AND dest_rel < ? "
             f"AND state != '{State.ABANDONED}')",
-            (self.wh, raw, self.wh, raw + b"/", raw + b"0"),  # "0" is the byte after "/": [rel/, rel0) is what lies below rel
+            (
+                self.wh,
+                raw,
+                self.wh,
+                raw + b"/",
+                raw + b"0",
+            ),  # "0" is the byte after "/": [rel/, rel0) is what lies below rel
         ).fetchone()
         return bool(row[0])
 

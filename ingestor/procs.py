@@ -130,9 +130,7 @@ def make_worker(
     """The Worker of a ledger of one landing dir (site 0), on its own ledger connection."""
     ledger = open_ledger(s, owner, plain=True)
     tmps: dict[Path, TempDir] = {}
-    worker, landing_fd = site_worker(
-        plain_site(s), ledger, stop=stop, log=log, tmps=tmps, writers={}
-    )
+    worker, landing_fd = site_worker(plain_site(s), ledger, stop=stop, log=log, tmps=tmps, writers={})
     return worker, ledger, tmps[s.warehouse], landing_fd
 
 

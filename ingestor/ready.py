@@ -42,8 +42,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ingestor.globs import compile_globs
 from ingestor.fsops import TOO_LONG, longer_than, rel_room
+from ingestor.globs import compile_globs
 from ingestor.outcome import stat_key
 from ingestor.records import Candidate
 from ingestor.settings import Mode

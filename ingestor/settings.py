@@ -355,9 +355,7 @@ def read_toml(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     sources = section.get("source", data.get("source", []))
     if not isinstance(sources, list) or not all(isinstance(t, dict) for t in sources):
         raise SettingsError(f"config file {path}: source must be [[source]] tables")
-    top = {
-        k.replace("-", "_"): v for k, v in section.items() if k not in ("ingestor", "sampler", "source")
-    }
+    top = {k.replace("-", "_"): v for k, v in section.items() if k not in ("ingestor", "sampler", "source")}
     return top, [{k.replace("-", "_"): v for k, v in t.items()} for t in sources]
 
 

@@ -80,7 +80,7 @@ class Source:
     def site(self, landing: Path, values: Mapping[str, str]) -> Site:
         s = self.settings
         paths = {k: t.render(values) if t is not None else None for k, t in self.templates.items()}
-        concrete = dataclasses.replace(s, input=landing, **paths)
+        concrete = dataclasses.replace(s, input=landing, **paths)  # type: ignore[arg-type]
         return Site(self.name, tuple(sorted(values.items())), concrete)
 
     def sites(self, refused: Callable[[Path, str], None] | None = None) -> list[Site]:
@@ -196,7 +196,9 @@ def _template(text: str, what: str, cwd: Path) -> Template:
         raise TemplateError(f"{what} {text!r} has a '..' component: it could escape its root")
     t = Template.parse(os.path.normpath(os.path.join(cwd, raw)), what)
     if str(t.head) == "/" and what == "path":
-        raise TemplateError(f"{what} {text!r}: a landing dir cannot be / or directly below it by a placeholder")
+        raise TemplateError(
+            f"{what} {text!r}: a landing dir cannot be / or directly below it by a placeholder"
+        )
     return t
 
 
@@ -255,9 +257,11 @@ def _check_sources(sources: Iterable[Source]) -> None:
                         f"{b.path.text} of source {b.name!r}; it would be ingested"
                     )
             for key in ("warehouse", "manifests"):
-                t = b.templates[key]
-                if t is not None and could_be_inside(state, t):
-                    raise SettingsError(f"invalid state_path: it could be inside {key} {t.text} of {b.name!r}")
+                out = b.templates[key]
+                if out is not None and could_be_inside(state, out):
+                    raise SettingsError(
+                        f"invalid state_path: it could be inside {key} {out.text} of {b.name!r}"
+                    )
             if could_be_inside(state, b.path):
                 raise SettingsError(f"invalid state_path: it could be inside the landing dir {b.path.text}")
             mf, wh = a.templates["manifests"], b.templates["warehouse"]
@@ -287,3 +291,39 @@ def site_ok(site: Site) -> str | None:
     except SettingsError as exc:
         return str(exc)
     return None
+
+
+def only(cfg: Config, name: str) -> Config:
+    """The config with one source (``--source NAME``)."""
+    return dataclasses.replace(cfg, sources=(cfg.source(name),))
+
+
+def targets(cfg: Config, paths: Iterable[Path]) -> dict[str, list[str]]:
+    """``replay PATHS``: each landing dir to scan → the paths below it ("" for all of it).
+
+    A path below a landing dir is that dir's; a path above landing dirs (a
+    vendor's directory) means every landing dir of a source below it. Anything
+    else is refused (ValueError).
+    """
+    out: dict[str, list[str]] = {}
+    for p in paths:
+        absolute = os.path.abspath(p)
+        full = os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
+        hit = False
+        for src in cfg.sources:
+            for site in _candidates(src):
+                root = os.path.realpath(site.landing)
+                if full == root or full.startswith(root + "/"):
+                    out.setdefault(site.key, []).append(os.path.relpath(full, root) if full != root else "")
+                    hit = True
+                elif root.startswith(full.rstrip("/") + "/"):
+                    out.setdefault(site.key, []).append("")
+                    hit = True
+        if not hit:
+            landing = cfg.sources[0].path.text if cfg.plain else "any landing dir of the sources"
+            raise ValueError(f"{p} is not inside the landing dir {landing}")
+    return out
+
+
+def _candidates(src: Source) -> list[Site]:
+    return [src.site(src.path.head, {})] if src.path.literal else src.sites()

@@ -166,7 +166,11 @@ class Stages:
         try:
             binding.check_history(s.manifests, self.s.state_path, self.ledger.knows)
             site_id, wh = self.ledger.site(
-                str(s.input), str(s.warehouse), str(s.manifests), site.source, orjson.dumps(site.dataset).decode()
+                str(s.input),
+                str(s.warehouse),
+                str(s.manifests),
+                site.source,
+                orjson.dumps(site.dataset).decode(),
             )
             site = dataclasses.replace(site, site_id=site_id, wh=wh, serial=next(self._serials))
             worker, landing_fd = procs.site_worker(
@@ -174,7 +178,9 @@ class Stages:
             )
         except OSError as exc:
             self._unbind(held)
-            raise Fatal("start", str(exc.filename or s.input), exc.strerror or str(exc), "check the directory") from exc
+            raise Fatal(
+                "start", str(exc.filename or s.input), exc.strerror or str(exc), "check the directory"
+            ) from exc
         except BaseException:
             self._unbind(held)
             raise
@@ -249,7 +255,9 @@ class Stages:
         records = self.ledger.adopt(self.owner, [site.site.site_id])
         done: dict[int, Outcome] = defaultdict(Outcome)
         if records:
-            self._finish(records, {site.site.site_id: site}, done, dead_owner=self.owner, temporaries_removed=0)
+            self._finish(
+                records, {site.site.site_id: site}, done, dead_owner=self.owner, temporaries_removed=0
+            )
         return done[site.site.site_id]
 
     def _finish(

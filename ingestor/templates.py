@@ -121,7 +121,9 @@ class Template:
             values.update(m.groupdict())
         return values
 
-    def expand(self, refused: Callable[[Path, str], None] | None = None) -> Iterator[tuple[Path, dict[str, str]]]:
+    def expand(
+        self, refused: Callable[[Path, str], None] | None = None
+    ) -> Iterator[tuple[Path, dict[str, str]]]:
         """Every existing directory that matches, with its values, sorted.
 
         Below the head no symlink is followed. ``refused`` hears of a
@@ -145,7 +147,9 @@ class Template:
                     found = m.groupdict()
                     if not all(valid_value(v) for v in found.values()):
                         if refused is not None and not name.startswith("."):
-                            refused(base / name, "its name is not a valid placeholder value (UTF-8, not dot-led)")
+                            refused(
+                                base / name, "its name is not a valid placeholder value (UTF-8, not dot-led)"
+                            )
                         continue
                     nxt.append((base / name, {**values, **found}))
             level = nxt
@@ -167,7 +171,9 @@ class Template:
                         nxt.append(base / part)
                     continue
                 nxt.extend(
-                    base / n for n in _subdirs(base) if (m := rx.match(n)) and all(map(valid_value, m.groupdict().values()))
+                    base / n
+                    for n in _subdirs(base)
+                    if (m := rx.match(n)) and all(map(valid_value, m.groupdict().values()))
                 )
             level = nxt
         out.extend(level)

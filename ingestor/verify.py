@@ -44,6 +44,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+import orjson
+
 from ingestor import binding
 from ingestor.digest import hash_fd
 from ingestor.errors import IngestError
@@ -95,7 +97,66 @@ def run_verify(warehouse: Path, manifests: Path, state_path: Path, *, as_json: b
     return 0 if report.ok else 1
 
 
-def audit(warehouse: Path, manifests: Path, state_path: Path) -> Report:
+def run_verify_sources(cfg: Any, *, as_json: bool, out: TextIO) -> int:
+    """``verify`` of a config with sources: every landing dir the ledger knows of each source,
+    grouped by warehouse and manifests dir, each against its own records; 0 clean, 1 not, 2 unusable."""
+    started = time.monotonic()
+    state = cfg.settings.state_path
+    if not state.is_file():
+        print(f"ingestor: error: verify: ledger {state} does not exist (state_path)", file=sys.stderr)
+        return 2
+    conn = connect(state, readonly=True)
+    try:
+        rows = conn.execute("SELECT id, landing, warehouse, manifests, source, wh FROM sites").fetchall()
+    except sqlite3.Error as exc:
+        print(f"ingestor: error: verify: ledger {state}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        conn.close()
+    names = {src.name for src in cfg.sources}
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for site_id, landing, wh_path, mf_path, source, wh in rows:
+        if source not in names:
+            continue
+        g = groups.setdefault((wh_path, mf_path), {"source": source, "sites": [], "wh": wh, "landing": []})
+        g["sites"].append(site_id)
+        g["landing"].append(landing)
+    docs: list[dict[str, Any]] = []
+    text: list[str] = []
+    ok = True
+    for (wh_path, mf_path), g in sorted(groups.items()):
+        try:
+            report = audit(Path(wh_path), Path(mf_path), state, sites=g["sites"], wh=g["wh"])
+        except (Unusable, sqlite3.Error, OSError) as exc:
+            print(f"ingestor: error: verify: {exc}", file=sys.stderr)
+            return 2
+        ok = ok and report.ok
+        docs.append(
+            {"source": g["source"], "landing_dirs": g["landing"], "warehouse": wh_path, "manifests": mf_path,
+             "ok": report.ok, "counts": report.counts, "problems": report.problems}
+        )  # fmt: skip
+        text.append(f"== source {g['source']}: {wh_path} (manifests {mf_path})")
+        text.append(render_text(report).rstrip("\n"))
+    seconds = round(time.monotonic() - started, 3)
+    if as_json:
+        out.write(orjson.dumps({"ok": ok, "warehouses": docs, "seconds": seconds}).decode() + "\n")
+    else:
+        text.append(f"{'OK' if ok else 'FAILED'}: {len(docs)} warehouses of {len(names)} sources audited")
+        out.write("\n".join(text) + "\n")
+    out.flush()
+    return 0 if ok else 1
+
+
+def audit(
+    warehouse: Path,
+    manifests: Path,
+    state_path: Path,
+    *,
+    sites: list[int] | None = None,
+    wh: int | None = None,
+) -> Report:
+    """``sites``: audit only these landing dirs' records (a ledger of sources); ``wh``: the
+    warehouse's id, whose records anywhere are not orphans."""
     for path, what in ((warehouse, "warehouse"), (manifests, "manifests")):
         if not path.is_dir():
             raise Unusable(f"{what} directory {path} does not exist")
@@ -112,7 +173,9 @@ def audit(warehouse: Path, manifests: Path, state_path: Path) -> Report:
                     for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-32768"):
                         db.execute(f"PRAGMA {pragma}")
                     db.executescript(_SCHEMA)
-                    return _Audit(db, ledger, root_fd, prefix, manifests, state_path).run()
+                    a = _Audit(db, ledger, root_fd, prefix, manifests, state_path)
+                    a.sites, a.wh = sites, wh
+                    return a.run()
                 finally:
                     db.close()
         finally:
@@ -170,6 +233,8 @@ class _Audit:
         self.torn: list[tuple[str, int]] = []  # (manifest, offset of its last bytes with no newline)
         self.vanished: set[str] = set()  # manifest files and dirs removed during the audit
         self._flocks: set[tuple[int, int, int]] | None = None
+        self.sites: list[int] | None = None  # the landing dirs whose records are audited (None: all)
+        self.wh: int | None = None
 
     def run(self) -> Report:
         self._read_manifests(late=False)
@@ -380,8 +445,12 @@ class _Audit:
         self.db.execute("BEGIN")
         self.ledger.execute("BEGIN")
         try:
+            where = (
+                "" if self.sites is None else f" WHERE site IN ({','.join(str(int(i)) for i in self.sites)})"
+            )
             cur = self.ledger.execute(
                 "SELECT id, state, status, sha256, size, dest_rel, manifest_rel, duplicate_of, owner FROM files"
+                + where
             )
             while rows := cur.fetchmany(_BATCH):
                 self.report.checked["records"] += len(rows)
@@ -554,7 +623,8 @@ class _Audit:
         if self._size(r[0]) < 0:
             return False
         live = self.ledger.execute(
-            f"SELECT id, state FROM files WHERE dest_rel = ? AND state != '{State.ABANDONED}'", (r[0],)
+            f"SELECT id, state FROM files WHERE wh = ? AND dest_rel = ? AND state != '{State.ABANDONED}'",
+            (self.wh or 0, r[0]),
         ).fetchone()
         if live is None:
             return True

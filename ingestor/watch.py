@@ -263,7 +263,9 @@ class InotifyWatcher:
         mask = ev.mask
         if ev.name == self.landing.name and mask & flags.ISDIR and mask & PARENT_MASK:
             self.sink.landing_replaced(
-                "the landing dir was renamed away" if mask & flags.MOVED_FROM else "the landing dir was deleted"
+                "the landing dir was renamed away"
+                if mask & flags.MOVED_FROM
+                else "the landing dir was deleted"
             )
 
     def event(self, ev: Any) -> None:

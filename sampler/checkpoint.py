@@ -3,10 +3,15 @@
 Format (JSON, one object)::
 
     {"version": 1,
+     "manifests": "/srv/data/sp/gics/1.0/manifests",
      "retired_through": "2026/11/23/09/manifest.jsonl",
      "offsets": {"2026/11/23/10/manifest.jsonl": 48213,
                  "2026/11/23/11/manifest.jsonl": 1022}}
 
+- ``manifests``: the manifests dir it is the position in (``--config``
+  mode, one checkpoint per manifests dir; absent with ``--manifests``).
+  Loading it for another dir is refused: a copied or colliding file never
+  moves a position to a tree it was not taken in.
 - ``retired_through``: every manifest file at or before this path (sorted
   path order is chronological) is finished for good and never opened again;
   ``null`` before the first retirement.
@@ -49,10 +54,13 @@ class CheckpointError(RuntimeError):
 class Checkpoint:
     retired_through: str | None = None
     offsets: Mapping[str, int] = field(default_factory=dict)
+    manifests: str | None = None
 
     def to_json(self) -> bytes:
-        body = {
-            "version": VERSION,
+        body: dict[str, object] = {"version": VERSION}
+        if self.manifests is not None:
+            body["manifests"] = self.manifests
+        body |= {
             "retired_through": self.retired_through,
             "offsets": dict(sorted(self.offsets.items())),
         }
@@ -77,21 +85,31 @@ class Checkpoint:
                 raise CheckpointError(f"bad offset entry {rel!r}: {off!r}")
             if retired is not None and rel <= retired:
                 raise CheckpointError(f"offset for {rel!r}, which is retired")
-        return cls(retired, dict(offsets))
+        manifests = obj.get("manifests")
+        if manifests is not None and not isinstance(manifests, str):
+            raise CheckpointError(f"bad manifests {manifests!r}")
+        return cls(retired, dict(offsets), manifests)
 
 
-def load(path: Path) -> Checkpoint:
-    """The saved checkpoint; an empty one when there is none yet."""
+def load(path: Path, manifests: str | None = None) -> Checkpoint:
+    """The saved checkpoint; an empty one when there is none yet.
+
+    With ``manifests``, the checkpoint is that dir's: one that names another
+    dir is refused, and the one returned names it.
+    """
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return Checkpoint()
+        return Checkpoint(manifests=manifests)
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror}") from exc
     try:
-        return Checkpoint.from_json(data)
+        ckpt = Checkpoint.from_json(data)
+        if manifests is not None and ckpt.manifests != manifests:
+            raise CheckpointError(f"it is the position in {ckpt.manifests}, not in {manifests}")
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc} (move it away to start over)") from exc
+    return ckpt
 
 
 def save(path: Path, ckpt: Checkpoint) -> None:

@@ -15,9 +15,11 @@ import typer
 
 from ingestor import command
 from ingestor.logs import LEVELS, configure
+from sampler.config import Config, ConfigError, check_state_dir
+from sampler.config import read as read_config
 from sampler.limits import Limits
 from sampler.run import run as run_sampler
-from sampler.settings import Settings, parse_size
+from sampler.settings import Plain, Settings, parse_size
 
 app = typer.Typer(**command.APP_STYLE)
 command.root(app, "sampler", "Follow the ingestor's manifest and write small same-format samples.")
@@ -49,13 +51,79 @@ def _level(value: str) -> str:
     return value.lower()
 
 
+class SettingsError(ValueError):
+    """A usage error found after parsing (one line, exit 2)."""
+
+
+def _nested(a: Path, b: Path) -> bool:
+    ra, rb = os.path.realpath(a), os.path.realpath(b)
+    return ra == rb or ra.startswith(rb.rstrip("/") + "/") or rb.startswith(ra.rstrip("/") + "/")
+
+
+def _absolute(path: Path) -> Path:
+    return Path(os.path.normpath(Path.cwd() / path.expanduser()))
+
+
+def _plain(manifests: Path | None, samples: Path | None, warehouse: Path | None, ckpt: Path | None) -> Plain:
+    if manifests is None:
+        raise SettingsError("missing option '--manifests': give --manifests DIR, or --config FILE")
+    if samples is None:
+        raise SettingsError("missing option '--samples': give --samples DIR with --manifests")
+    _readable_dir(manifests, "'--manifests'")
+    manifests, samples = _absolute(manifests), _absolute(samples)
+    warehouse = _absolute(warehouse) if warehouse is not None else manifests.parent / "warehouse"
+    for name, other in (("--manifests", manifests), ("--warehouse", warehouse)):
+        if _nested(samples, other):
+            raise SettingsError(
+                f"--samples {samples} and {name} {other} are the same directory or one inside the other"
+            )
+    ckpt = _absolute(ckpt) if ckpt is not None else samples / ".sampler-checkpoint.json"
+    return Plain(manifests, warehouse, samples, ckpt)
+
+
+def _from_config(
+    path: Path, state_dir: Path | None, plain_flags: dict[str, Path | None]
+) -> tuple[Config, Path]:
+    given = [name for name, value in plain_flags.items() if value is not None]
+    if given:
+        raise SettingsError(
+            f"{given[0]} and --config (or SAMPLER_CONFIG) together: the config file's sources "
+            "name the manifests, warehouse and samples dirs, and checkpoints go in --state-dir"
+        )
+    cfg = read_config(_absolute(path))
+    table_dir = cfg.sampler.get("state_dir")
+    if table_dir is not None and not (isinstance(table_dir, str) and table_dir.strip()):
+        raise SettingsError(f"config file {cfg.path}: [sampler] state_dir must be a path, not {table_dir!r}")
+    chosen = state_dir if state_dir is not None else Path(table_dir) if table_dir else cfg.state_dir
+    if chosen is None:
+        raise SettingsError(
+            f"config file {cfg.path}: no state dir for the checkpoints: "
+            "set state_path (the ledger) or [sampler] state_dir, or give --state-dir"
+        )
+    chosen = _absolute(chosen)
+    check_state_dir(cfg.sources, chosen)
+    return cfg, chosen
+
+
 @app.command()
 def run(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            envvar="SAMPLER_CONFIG",
+            help="The ingestor's TOML config: follow every source's manifests dirs "
+            "(not with --manifests). [env: SAMPLER_CONFIG]",
+        ),
+    ] = None,
     manifests: Annotated[
-        Path,
+        Path | None,
         typer.Option(help="The ingestor's manifests directory (YYYY/MM/DD/HH/manifest.jsonl)."),
-    ],
-    samples: Annotated[Path, typer.Option(help="Where samples are written (created if missing).")],
+    ] = None,
+    samples: Annotated[
+        Path | None, typer.Option(help="Where samples are written (created if missing).")
+    ] = None,
     warehouse: Annotated[
         Path | None,
         typer.Option(help="Warehouse root that manifest paths lie under. [default: MANIFESTS/../warehouse]"),
@@ -64,6 +132,13 @@ def run(
     checkpoint: Annotated[
         Path | None,
         typer.Option(help="Checkpoint file. [default: SAMPLES/.sampler-checkpoint.json]"),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="--config: the dir of the checkpoints, one per manifests dir. "
+            "[default: [sampler] state_dir, else <state_path dir>/sampler]"
+        ),
     ] = None,
     follow: Annotated[
         bool,
@@ -96,13 +171,26 @@ def run(
     ] = "info",
 ) -> None:
     """Sample every ingested file the manifests list, from the checkpoint on."""
-    _readable_dir(manifests, "'--manifests'")
+    plain: Plain | None = None
+    cfg: Config | None = None
+    chosen: Path | None = None
+    if config is None:
+        if state_dir is not None:
+            raise SettingsError("--state-dir goes with --config; with --manifests give --checkpoint")
+        plain = _plain(manifests, samples, warehouse, checkpoint)
+    else:
+        flags = {
+            "--manifests": manifests,
+            "--samples": samples,
+            "--warehouse": warehouse,
+            "--checkpoint": checkpoint,
+        }
+        cfg, chosen = _from_config(config, state_dir, flags)
     settings = Settings(
-        manifests=manifests,
-        samples=samples,
-        warehouse=warehouse if warehouse is not None else manifests.absolute().parent / "warehouse",
-        checkpoint=checkpoint if checkpoint is not None else samples / ".sampler-checkpoint.json",
         limits=Limits(rows=rows, max_bytes=max_bytes, max_seconds=max_seconds),
+        plain=plain,
+        config=cfg,
+        state_dir=chosen,
         follow=follow,
         poll_interval=poll_interval,
         metrics_interval=metrics_interval,
@@ -113,8 +201,13 @@ def run(
     raise typer.Exit(run_sampler(settings))
 
 
+def _one_line(exc: Exception) -> int:
+    print(f"sampler: error: {exc}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    return command.main(app, "sampler", argv)
+    return command.main(app, "sampler", argv, {SettingsError: _one_line, ConfigError: _one_line})
 
 
 if __name__ == "__main__":

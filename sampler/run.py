@@ -1,20 +1,24 @@
 """The sampler's main loop: startup -> passes over new manifest lines -> shutdown.
 
-Startup: lock and load the checkpoint, open the roots, set up signals (and
-inotify in ``--follow``), tell systemd ``READY=1``.
+Startup: take the lock (``--manifests``: ``<checkpoint>.lock``; ``--config``:
+``<state dir>/sampler.lock``), find the manifests dirs and load their
+checkpoints (``streams``), set up signals (and inotify in ``--follow``),
+tell systemd ``READY=1``.
 
-A pass (``_pass``): every complete manifest line not processed yet, in order
-(``tail``); each record is parsed, sampled if ``ingested`` (``sample``),
-logged, counted, then committed to the in-memory position. At most every
-``checkpoint_interval`` seconds, and at the end of each pass, the sample
-directories are fsynced and then the checkpoint saved: it never passes a
-sample that is not durable. After the pass, old finished hour files are
-retired.
+A pass (``one_pass``): for every manifests dir (a stream), every complete
+manifest line not processed yet, in order (``tail``); each record is parsed,
+routed to its target (``Stream.route``), sampled if ``ingested``
+(``sample``), logged, counted, then committed to the stream's in-memory
+position. At most every ``checkpoint_interval`` seconds, and at the end of
+each stream's pass, the sample directories are fsynced and then the
+checkpoint saved: it never passes a sample that is not durable. After the
+pass, old finished hour files are retired.
 
 ``--once``: one pass, exit 0. ``--follow``: passes whenever inotify reports a
-change, and every ``poll_interval`` seconds regardless (events are hints: a
-missed one costs at most that delay). SIGTERM/SIGINT: the record in hand is
-finished, the checkpoint saved, ``STOPPING=1`` sent, exit 0.
+change (a manifest line, a new hour, a new manifests dir), and every
+``poll_interval`` seconds regardless (events are hints: a missed one costs
+at most that delay). SIGTERM/SIGINT: the record in hand is finished, the
+checkpoints saved, ``STOPPING=1`` sent, exit 0.
 
 Why no asyncio: the sampler is one strictly ordered consumer, and its only
 waits are "a manifest changed", "a signal came" and a timer. One ``poll``
@@ -23,9 +27,12 @@ threads; an event loop would only wrap each blocking sample in a thread
 hop, one at a time. The per-file budget bounds how long a record may hold
 the loop.
 
-Exit codes: 0 done or stopped by a signal; 1 fatal (checkpoint unusable,
-another sampler running, a samples-side write failing): the record in hand is
-not committed, and systemd's ``Restart=on-failure`` retries it.
+Exit codes: 0 done or stopped by a signal; 1 fatal (``--manifests``:
+checkpoint unusable, a samples-side write failing, the warehouse unusable;
+either mode: another sampler running): the record in hand is not committed,
+and systemd's ``Restart=on-failure`` retries it. In ``--config`` mode such a
+failure sets only its manifests dir aside until the next pass
+(``streams``); ``--once`` then exits 1 after doing the others.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -45,9 +52,10 @@ from ingestor.manifest import ManifestError, ManifestRecord
 from ingestor.records import Status
 from ingestor.systemd import notify, watchdog_interval
 from sampler import checkpoint
-from sampler.sample import Event, Sampler
+from sampler.sample import Event
 from sampler.settings import Settings
-from sampler.tail import Line, Tail
+from sampler.streams import Stream, StreamError, Streams, Unroutable
+from sampler.tail import Line
 from sampler.watch import ManifestWatch
 
 
@@ -104,77 +112,114 @@ class _Signals:
 
 
 class Runner:
-    """Owns the tail, the sampler and the metrics for one run (one thread)."""
+    """Owns the streams, their samplers and the metrics for one run (one thread)."""
 
     def __init__(self, settings: Settings, signals: _Signals) -> None:
         self.s = settings
         self.signals = signals
         self.log = get_logger(component="sampler")
         self.metrics = Metrics()
-        self.tail = Tail(
-            settings.manifests,
-            checkpoint.load(settings.checkpoint),
+        self.fail_fast = settings.plain is not None  # one stream: its failure is the run's
+        self.streams = Streams(
+            settings.config.sources if settings.config is not None else (),
+            plain=settings.plain,
+            state_dir=settings.state_dir,
+            limits=settings.limits,
             log=self.log,
             grace_s=settings.retire_grace,
         )
-        self.saved = self.tail.checkpoint()
-        self.sampler = Sampler(settings.warehouse, settings.samples, settings.limits, log=self.log)
+        self.streams.start()
         now = time.monotonic()
-        self.last_save = now
         self.ping = watchdog_interval()
         self.next_ping = now + self.ping if self.ping else float("inf")
         self.next_metrics = now + settings.metrics_interval
 
     def close(self) -> None:
-        self.sampler.close()
+        self.streams.close()
 
     def save(self) -> None:
-        """fsync the samples written, then the checkpoint (only when it moved)."""
-        self.sampler.sync()
-        ckpt = self.tail.checkpoint()
-        if ckpt != self.saved:
-            checkpoint.save(self.s.checkpoint, ckpt)
-            self.saved = ckpt
-        self.last_save = time.monotonic()
+        """Every stream's samples fsynced, then its checkpoint saved (a failing one is set aside)."""
+        for stream in list(self.streams.streams.values()):
+            self._guarded(stream, stream.save)
 
-    def one_pass(self) -> int:
-        """Process every new complete line; the number of lines processed."""
+    def _guarded(self, stream: Stream, step: Callable[[], object]) -> bool:
+        """Run ``step`` for ``stream``; in ``--config`` mode a failure sets that stream aside."""
+        try:
+            step()
+        except (OSError, StreamError) as exc:
+            if self.fail_fast:
+                raise
+            self.streams.fail(stream.manifests, exc, stream.log)
+            return False
+        return True
+
+    def one_pass(self, *, refresh: bool = True) -> int:
+        """Process every new complete line of every stream; the number of lines processed."""
+        if refresh:
+            self.streams.refresh()
         n = 0
-        lines = self.tail.lines(stop=lambda: self.signals.stop)
+        for path in sorted(self.streams.streams):
+            if self.signals.stop:
+                break
+            stream = self.streams.streams[path]
+            count = 0
+
+            def step(stream: Stream = stream) -> None:
+                nonlocal count
+                count = self.stream_pass(stream)
+
+            if self._guarded(stream, step):
+                self.streams.recovered(path, stream.log)
+            n += count
+        return n
+
+    def stream_pass(self, stream: Stream) -> int:
+        """One stream's new lines, in order; its checkpoint saved as it goes and at the end."""
+        n = 0
+        lines = stream.tail.lines(stop=lambda: self.signals.stop)
         try:
             for line in lines:
-                self.handle(line)
-                self.tail.commit(line)
+                self.handle(stream, line)
+                stream.tail.commit(line)
                 n += 1
                 self.tick()
-                if time.monotonic() - self.last_save >= self.s.checkpoint_interval:
-                    self.save()
+                if time.monotonic() - stream.last_save >= self.s.checkpoint_interval:
+                    stream.save()
         finally:
             lines.close()  # closes the manifest fd it holds
         if not self.signals.stop:
-            for rel in self.tail.retire():
-                self.log.info("manifest_retired", manifest=rel)
-        self.save()
+            for rel in stream.tail.retire():
+                stream.log.info("manifest_retired", manifest=rel)
+        stream.save()
         return n
 
-    def handle(self, line: Line) -> None:
+    def handle(self, stream: Stream, line: Line) -> None:
         m = self.metrics
         m.records_read += 1
+        log = stream.log
         try:
             rec = ManifestRecord.from_json(line.data)
         except ManifestError as exc:
             m.errors += 1
-            self.log.error("manifest_line_invalid", manifest=line.rel, offset=line.start, error=str(exc))
+            log.error("manifest_line_invalid", manifest=line.rel, offset=line.start, error=str(exc))
             return
         if rec.status is not Status.INGESTED:
             m.skipped += 1
-            self.log.debug("record_skipped", id=rec.id, status=str(rec.status), reason="status")
+            log.debug("record_skipped", id=rec.id, status=str(rec.status), reason="status")
             return
-        out = self.sampler.sample(rec)
         ctx = {"id": rec.id, "path": rec.warehouse, "sha256": rec.sha256}
+        try:
+            target = stream.route(rec)
+        except Unroutable as exc:
+            m.errors += 1
+            log.error(str(Event.REJECTED), **ctx, manifest=line.rel, offset=line.start, error=str(exc))
+            return
+        sampler = self.streams.sampler(stream, target)
+        out = sampler.sample(rec)
+        log = sampler.log
         if out.event is Event.WRITTEN:
             m.samples_written += 1
-            self.log.info(
+            log.info(
                 str(out.event),
                 **ctx,
                 format=str(out.format),
@@ -186,10 +231,10 @@ class Runner:
             )
         elif out.event is Event.CURRENT:
             m.skipped += 1
-            self.log.debug(str(out.event), **ctx)
+            log.debug(str(out.event), **ctx)
         elif out.event is Event.ERROR:
             m.errors += 1
-            self.log.error(
+            log.error(
                 str(out.event),
                 **ctx,
                 format=str(out.format),
@@ -199,7 +244,7 @@ class Runner:
             )
         else:
             m.errors += 1
-            self.log.error(str(out.event), **ctx, error=out.message)
+            log.error(str(out.event), **ctx, error=out.message)
 
     def tick(self) -> float:
         """Watchdog ping and metrics line when due; the time of the next one."""
@@ -213,7 +258,12 @@ class Runner:
         return min(self.next_ping, self.next_metrics)
 
     def log_metrics(self, event: str = "sampler_metrics") -> None:
-        self.log.info(event, **self.metrics.as_dict(self.tail.lag()))
+        extra = (
+            {}
+            if self.fail_fast
+            else {"streams": len(self.streams.streams), "streams_failed": len(self.streams.failed)}
+        )
+        self.log.info(event, **self.metrics.as_dict(self.streams.lag()), **extra)
 
     def follow(self) -> None:
         watch = ManifestWatch()
@@ -225,10 +275,9 @@ class Runner:
                 self.tick()
                 # Watch first, then read: a change after the watch is added
                 # raises an event, one before it is seen by the read.
-                self.tail.refresh()
-                watch.watch_only(self.tail.dirs)
+                self.streams.refresh(watch)
                 watch.drain()  # stale: the pass below reads everything anyway
-                self.one_pass()
+                self.one_pass(refresh=False)
                 if watch.drain():  # changed during the pass: go again at once
                     continue
                 next_pass = time.monotonic() + self.s.poll_interval
@@ -247,42 +296,67 @@ class Runner:
 
 def run(settings: Settings) -> int:
     log = get_logger(component="sampler")
+    plain, config = settings.plain, settings.config
     try:
-        settings.samples.mkdir(parents=True, exist_ok=True)
-        settings.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        lock_fd = checkpoint.lock(settings.checkpoint)
+        if plain is not None:
+            plain.samples.mkdir(parents=True, exist_ok=True)
+            plain.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            lock_fd = checkpoint.lock(plain.checkpoint)
+        else:
+            assert settings.state_dir is not None
+            settings.state_dir.mkdir(parents=True, exist_ok=True)
+            lock_fd = checkpoint.lock(settings.state_dir / "sampler")
     except (OSError, checkpoint.CheckpointError) as exc:
         log.error("sampler_failed", error=str(exc))
         return 1
     try:
         with _Signals() as signals, _runner(settings, signals) as runner:
+            if plain is not None:
+                only = next(iter(runner.streams.streams.values()))
+                started: dict[str, object] = {
+                    "manifests": str(plain.manifests),
+                    "samples": str(plain.samples),
+                    "warehouse": str(plain.warehouse),
+                    "retired_through": only.saved.retired_through,
+                }
+            else:
+                assert config is not None
+                runner.streams.refresh()
+                started = {
+                    "config": str(config.path),
+                    "sources": [s.name for s in config.sources],
+                    "state_dir": str(settings.state_dir),
+                    "streams": len(runner.streams.streams),
+                }
             log.info(
                 "sampler_started",
-                manifests=str(settings.manifests),
-                samples=str(settings.samples),
-                warehouse=str(settings.warehouse),
+                **started,
                 follow=settings.follow,
                 rows=settings.limits.rows,
                 max_bytes=settings.limits.max_bytes,
-                retired_through=runner.saved.retired_through,
             )
             notify("READY=1")
             try:
                 if settings.follow:
                     runner.follow()
                 else:
-                    runner.one_pass()
+                    runner.one_pass(refresh=plain is not None)
             finally:
                 notify("STOPPING=1")
                 runner.save()
                 runner.log_metrics("sampler_stopped")
             if signals.name:
                 log.info("sampler_signalled", signal=signals.name)
+            failed = dict(runner.streams.failed)
+        if failed and not settings.follow:
+            first = next(iter(failed.items()))
+            log.error("sampler_failed", error=f"{first[0]}: {first[1]}", streams_failed=len(failed))
+            return 1
         return 0
     except checkpoint.CheckpointError as exc:
         log.error("sampler_failed", error=str(exc))
         return 1
-    except OSError as exc:
+    except (OSError, StreamError) as exc:
         log.exception("sampler_failed", error=str(exc))
         return 1
     finally:

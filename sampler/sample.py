@@ -120,10 +120,16 @@ class Sampler:
         self._dirty: dict[tuple[str, ...], int] = {}  # directory -> fd to fsync at sync()
 
     def close(self) -> None:
-        self.sync()
-        os.close(self.samples_fd)
-        if self._warehouse_fd is not None:
-            os.close(self._warehouse_fd)
+        """fsync what was written, then close every descriptor, even when an fsync fails."""
+        try:
+            self.sync()
+        finally:
+            for fd in self._dirty.values():  # left by a failed fsync: not durable, not retried here
+                os.close(fd)
+            self._dirty.clear()
+            os.close(self.samples_fd)
+            if self._warehouse_fd is not None:
+                os.close(self._warehouse_fd)
 
     def sync(self) -> None:
         """fsync every sample directory written since the last call."""

@@ -1,13 +1,18 @@
 """The sampler's one settings object, built and validated at the edge (``cli``).
 
-Defaults, for the ingestor's default layout (warehouse, manifests and state
-side by side in one parent directory):
+Two ways to say what to follow:
 
-- ``--warehouse``: ``<manifests>/../warehouse``. Manifest paths are absolute;
-  a record whose path is not under this root (as given, or its realpath) is
-  rejected, never written outside ``--samples``.
-- ``--checkpoint``: ``<samples>/.sampler-checkpoint.json``. It cannot collide
-  with a sample: every sample name holds ``_sample`` before its suffix.
+- ``--manifests`` (``Plain``): one manifests dir, its warehouse and samples
+  dirs, one checkpoint file. Defaults, for the ingestor's default layout
+  (warehouse, manifests and state side by side in one parent directory):
+  ``--warehouse`` is ``<manifests>/../warehouse``; ``--checkpoint`` is
+  ``<samples>/.sampler-checkpoint.json`` (it cannot collide with a sample:
+  every sample name holds ``_sample`` before its suffix). Manifest paths are
+  absolute; a record whose path is not under the warehouse root (as given,
+  or its realpath) is rejected, never written outside ``--samples``.
+- ``--config`` (``config.Config``): every source of the ingestor's TOML
+  config, every manifests dir its templates match, one checkpoint per
+  manifests dir in ``state_dir`` (``streams``).
 """
 
 from __future__ import annotations
@@ -16,18 +21,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingestor.units import parse_size
+from sampler.config import Config
 from sampler.limits import Limits
 
-__all__ = ["Settings", "parse_size"]
+__all__ = ["Plain", "Settings", "parse_size"]
+
+
+@dataclass(frozen=True, slots=True)
+class Plain:
+    """``--manifests`` mode: one manifests dir, one target, one checkpoint file (absolute paths)."""
+
+    manifests: Path
+    warehouse: Path
+    samples: Path
+    checkpoint: Path
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    manifests: Path
-    samples: Path
-    warehouse: Path
-    checkpoint: Path
     limits: Limits
+    plain: Plain | None = None  # exactly one of plain and config
+    config: Config | None = None
+    state_dir: Path | None = None  # --config: the checkpoints and their lock
     follow: bool = False
     poll_interval: float = 5.0  # seconds between passes with no inotify event
     metrics_interval: float = 60.0  # seconds between sampler_metrics log lines

@@ -117,6 +117,7 @@ class Tail:
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.root = root
+        self.key = start.manifests  # the dir named in the checkpoint, kept in every one saved
         self.retired_through = start.retired_through
         self.offsets: dict[str, int] = dict(start.offsets)
         self.log = log
@@ -127,7 +128,7 @@ class Tail:
         self.sizes: dict[str, int] = {}  # size seen at the last read of each file
 
     def checkpoint(self) -> Checkpoint:
-        return Checkpoint(self.retired_through, dict(self.offsets))
+        return Checkpoint(self.retired_through, dict(self.offsets), self.key)
 
     def lag(self) -> int:
         """Bytes of complete-or-torn manifest data not processed yet, as last seen."""

@@ -6,9 +6,15 @@ directory gives ``IN_CREATE|IN_ISDIR`` and is watched at once, then walked:
 its file may have been created before the watch existed (no event for it),
 which the pass that follows finds by listing. ``IN_Q_OVERFLOW`` (wd -1) just
 means "look": the pass reads every open file from its offset anyway.
-``watch_only(dirs)`` keeps watches on exactly the directories the last
-discovery walked, so retired hours drop out and the count stays small.
-Owned by the run loop only (no lock).
+``watch_only(dirs, levels)`` keeps watches on exactly the directories the
+last discovery walked, so retired hours drop out and the count stays small.
+
+``levels`` (``--config``) are the directories where a new manifests dir can
+appear (``/srv/data``, ``/srv/data/sp``...): only a directory made or moved
+into one of them counts as an event there, and it is not walked (it may be a
+whole dataset tree; the pass that follows lists what it needs). A directory
+that is both is watched as a manifests dir. Owned by the run loop only (no
+lock).
 """
 
 from __future__ import annotations
@@ -30,47 +36,65 @@ MASK = (
 )
 
 
+LEVEL_MASK = flags.CREATE | flags.MOVED_TO | flags.DELETE_SELF | flags.ONLYDIR | flags.DONT_FOLLOW
+
+
 class ManifestWatch:
     def __init__(self) -> None:
         self._ino = INotify(nonblocking=True)
         self._wds: dict[Path, int] = {}
         self._paths: dict[int, Path] = {}
+        self._levels: set[int] = set()  # wds of level directories
 
     def fileno(self) -> int:
         return int(self._ino.fileno())
 
-    def watch_only(self, dirs: Iterable[Path]) -> None:
-        wanted = set(dirs)
+    def watch_only(self, dirs: Iterable[Path], levels: Iterable[Path] = ()) -> None:
+        tree = set(dirs)
+        wanted = {p: False for p in levels} | {p: True for p in tree}
         for path in [p for p in self._wds if p not in wanted]:
-            wd = self._wds.pop(path)
-            self._paths.pop(wd, None)
+            old = self._wds.pop(path)
+            self._paths.pop(old, None)
+            self._levels.discard(old)
             try:
-                self._ino.rm_watch(wd)
+                self._ino.rm_watch(old)
             except OSError:
                 pass  # already gone with its directory
-        for path in wanted:
-            if path not in self._wds:
-                self._add(path)
+        for path, is_tree in wanted.items():
+            wd = self._wds.get(path)
+            if wd is None or (wd in self._levels) == is_tree:  # new, or its kind changed
+                self._add(path, level=not is_tree)
 
-    def _add(self, path: Path) -> None:
+    def _add(self, path: Path, *, level: bool = False) -> None:
         try:
-            wd = int(self._ino.add_watch(path, MASK))
+            wd = int(self._ino.add_watch(path, LEVEL_MASK if level else MASK))
         except OSError:
             return  # vanished or not a directory: the periodic pass covers it
         self._wds[path] = wd
         self._paths[wd] = path
+        if level:
+            self._levels.add(wd)
+        else:
+            self._levels.discard(wd)
 
     def drain(self) -> bool:
-        """Consume queued events; True when any arrived."""
+        """Consume queued events; True when any that matters arrived."""
         events = self._ino.read(timeout=0)
+        seen = False
         for ev in events:
             if ev.mask & flags.IGNORED:
                 path = self._paths.pop(ev.wd, None)
+                self._levels.discard(ev.wd)
                 if path is not None:
                     self._wds.pop(path, None)
-            elif ev.mask & flags.CREATE and ev.mask & flags.ISDIR and ev.wd in self._paths:
-                self._add_tree(self._paths[ev.wd] / ev.name)
-        return bool(events)
+                seen = True
+            elif ev.wd in self._levels:
+                seen = seen or bool(ev.mask & (flags.ISDIR | flags.DELETE_SELF))
+            else:
+                seen = True
+                if ev.mask & flags.CREATE and ev.mask & flags.ISDIR and ev.wd in self._paths:
+                    self._add_tree(self._paths[ev.wd] / ev.name)
+        return seen
 
     def _add_tree(self, top: Path) -> None:
         self._add(top)

@@ -39,7 +39,7 @@ def test_bad_flag_is_one_line_and_exit_2(tmp_path: Path, args: list[str], needle
 def test_missing_required_option_and_command() -> None:
     result = _cli("run", "--samples", "/tmp/x")
     assert result.returncode == 2 and result.stderr.strip() == (
-        "sampler: error: Missing option '--manifests'."
+        "sampler: error: missing option '--manifests': give --manifests DIR, or --config FILE"
     )
     assert _cli().returncode == 2
 

@@ -57,9 +57,9 @@ from ingestor.ledger_db import SCHEMA
 COLUMNS = (
     "id", "state", "status", "action", "owner", "source_rel", "device", "inode", "size", "mtime_ns",
     "sha256", "dest_rel", "manifest_rel", "manifest_floor", "ingested_ns", "duplicate_of",
-    "sidecar_rel", "note", "updated_ns", "ctime_ns",
+    "sidecar_rel", "note", "updated_ns", "ctime_ns", "site", "wh",
 )  # fmt: skip
-INSERTED = COLUMNS[:-1]  # ctime_ns keeps its default (0: not known)
+INSERTED = COLUMNS[:-3]  # ctime_ns keeps its default (0: not known); site and wh 0: the one landing dir
 _B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32, as ULIDs use
 
 

@@ -40,6 +40,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -222,12 +223,11 @@ class ManifestRecord:
         if not isinstance(obj, dict):
             raise ManifestError("not a JSON object")
         try:
-            rec = cls(  # type: ignore[arg-type]  # judged by _checked
-                **{
-                    name: obj.get(key) if key in _OPTIONAL else obj[key]
-                    for name, key in zip(_FIELDS, KEYS, strict=True)
-                }
-            )
+            values: dict[str, Any] = {
+                name: obj.get(key) if key in _OPTIONAL else obj[key]
+                for name, key in zip(_FIELDS, KEYS, strict=True)
+            }
+            rec = cls(**values)
             return _checked(rec)
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise ManifestError(f"not a manifest record: {exc!r}") from exc

@@ -86,9 +86,54 @@ def read_ledger(state_path: Path, *, now_ns: int | None = None) -> dict[str, Any
     return {"ledger": str(state_path), **out}
 
 
+def _sites(conn: sqlite3.Connection) -> dict[int, tuple[str, str, str]]:
+    """Landing dirs the ledger knows: id → (landing, warehouse, source); {} for an older ledger."""
+    try:
+        rows = conn.execute("SELECT id, landing, warehouse, source FROM sites").fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+def _by_source(conn: sqlite3.Connection, sites: dict[int, tuple[str, str, str]]) -> dict[str, Any]:
+    """Counts per source (one pass over the records)."""
+    out: dict[str, dict[str, Any]] = {}
+    for _, (_, _, source) in sorted(sites.items()):
+        out.setdefault(source, {"landing_dirs": 0, "ingested": 0, "duplicates": 0, "open": 0, "abandoned": 0,
+                                "bytes": 0, "last_landed_at": None})  # fmt: skip
+        out[source]["landing_dirs"] += 1
+    rows = conn.execute(
+        "SELECT site, state, status, count(*), coalesce(sum(size), 0), max(ingested_ns) FROM files "
+        "GROUP BY site, state, status"
+    )
+    for site, state, status, n, nbytes, last in rows:
+        source = sites.get(site, ("", "", "(unknown landing dir)"))[2]
+        c = out.setdefault(source, {"landing_dirs": 0, "ingested": 0, "duplicates": 0, "open": 0,
+                                    "abandoned": 0, "bytes": 0, "last_landed_at": None})  # fmt: skip
+        if state == State.ABANDONED:
+            c["abandoned"] += n
+        elif state != State.MANIFESTED:
+            c["open"] += n
+        elif status == Status.DUPLICATE:
+            c["duplicates"] += n
+        else:
+            c["ingested"] += n
+            c["bytes"] += nbytes
+            at = rfc3339(last)
+            c["last_landed_at"] = max(c["last_landed_at"] or at, at)
+    return out
+
+
 def _read(conn: sqlite3.Connection, now: int) -> dict[str, Any]:
     roots = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     landing, warehouse = roots.get("landing"), roots.get("warehouse")
+    sites = _sites(conn)
+    many = any(src != "default" for _, _, src in sites.values())
+
+    def site_path(site: int, rel: bytes | None, which: int) -> str | None:
+        root = sites[site][which] if site in sites else (landing if which == 0 else warehouse)
+        return _path(root, rel)
+
     # primary key, covering: ~30 ms per million rows
     total = conn.execute("SELECT count(*) FROM files").fetchone()[0]
     # the partial index files_open: open rows only
@@ -110,12 +155,14 @@ def _read(conn: sqlite3.Connection, now: int) -> dict[str, Any]:
         if st != State.ABANDONED:
             continue
         by_state[State.ABANDONED] += n
-        row = conn.execute("SELECT source_rel, updated_ns FROM files WHERE id = ?", (latest_id,)).fetchone()
+        row = conn.execute(
+            "SELECT source_rel, updated_ns, site FROM files WHERE id = ?", (latest_id,)
+        ).fetchone()
         errors.append(
             {
                 "note": note or "(no note)",
                 "count": n,
-                "latest_path": _path(landing, row[0]),
+                "latest_path": site_path(row[2], row[0], 0),
                 "latest_at": rfc3339(row[1]),
             }
         )
@@ -123,11 +170,12 @@ def _read(conn: sqlite3.Connection, now: int) -> dict[str, Any]:
     by_state[State.MANIFESTED] = total - sum(v for k, v in by_state.items() if k != State.MANIFESTED)
     # the oldest open row: open rows only (``+id``: sort those few, not walk the primary key)
     oldest = conn.execute(
-        f"SELECT id, state, source_rel, ingested_ns FROM files WHERE state IN {OPEN_SQL} ORDER BY +id LIMIT 1"
+        f"SELECT id, state, source_rel, ingested_ns, site FROM files WHERE state IN {OPEN_SQL} "
+        "ORDER BY +id LIMIT 1"
     ).fetchone()
     # the newest landed row: the primary key backwards, stops at the first match
     last = conn.execute(
-        "SELECT id, source_rel, dest_rel, size, sha256, ingested_ns FROM files "
+        "SELECT id, source_rel, dest_rel, size, sha256, ingested_ns, site FROM files "
         f"WHERE state = '{State.MANIFESTED}' AND status = '{Status.INGESTED}' ORDER BY id DESC LIMIT 1"
     ).fetchone()
     landed = {}
@@ -154,7 +202,7 @@ def _read(conn: sqlite3.Connection, now: int) -> dict[str, Any]:
         else {
             "id": oldest[0],
             "state": oldest[1],
-            "path": _path(landing, oldest[2]),
+            "path": site_path(oldest[4], oldest[2], 0),
             "since": rfc3339(oldest[3]),
             "age_seconds": round(max(now - oldest[3], 0) / 1e9, 3),
         },
@@ -162,8 +210,8 @@ def _read(conn: sqlite3.Connection, now: int) -> dict[str, Any]:
         if last is None
         else {
             "id": last[0],
-            "path": _path(landing, last[1]),
-            "warehouse_path": _path(warehouse, last[2]),
+            "path": site_path(last[6], last[1], 0),
+            "warehouse_path": site_path(last[6], last[2], 1),
             "size": last[3],
             "sha256": last[4],
             "at": rfc3339(last[5]),
@@ -171,6 +219,7 @@ def _read(conn: sqlite3.Connection, now: int) -> dict[str, Any]:
         },
         "landed": landed,
         "waiting": WAITING_NOTE,
+        "sources": _by_source(conn, sites) if many else None,
     }
 
 
@@ -215,7 +264,12 @@ def render(report: dict[str, Any]) -> str:
     """The report for a person, one fact per line."""
     s = report["by_state"]
     lines = [
-        f"ledger       {report['ledger']} (landing {report['landing']})",
+        f"ledger       {report['ledger']}"
+        + (
+            f" (landing {report['landing']})"
+            if report["landing"]
+            else f" ({len(report['sources'] or {})} sources)"
+        ),
         f"records      {_n(report['records'])}: {_n(s['manifested'])} manifested "
         f"({_n(report['ingested'])} ingested, {_n(report['duplicates'])} duplicates), "
         f"{_n(s['abandoned'])} abandoned, {_n(report['open'])} open "
@@ -253,6 +307,12 @@ def render(report: dict[str, Any]) -> str:
         kinds = daemon.get("errors_by_kind") or {}
         if kinds:
             lines.append("daemon errs  " + ", ".join(f"{k} {_n(v)}" for k, v in sorted(kinds.items())))
+    for name, c in (report.get("sources") or {}).items():
+        lines.append(
+            f"source       {name}: {_n(c['landing_dirs'])} landing dirs, {_n(c['ingested'])} ingested "
+            f"({human_bytes(c['bytes'])}), {_n(c['duplicates'])} duplicates, {_n(c['open'])} open, "
+            f"{_n(c['abandoned'])} abandoned; last landed {c['last_landed_at'] or 'never'}"
+        )
     errs = report["errors"]
     if not errs["abandoned"]:
         lines.append("errors       none (no abandoned record)")

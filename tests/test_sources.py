@@ -18,6 +18,7 @@ import pytest
 
 from ingestor.manifest import ManifestRecord
 from tests.conftest import DaemonProc, ingestor_cmd, sha256_file
+from tests.test_metrics import free_port, scrape, value
 from tests.waiting import wait_for
 
 OLD = time.time() - 3600
@@ -117,7 +118,8 @@ def test_three_sources_land_each_file_in_its_own_dataset_with_its_own_policy(
     for v in ("gics/1.0", "gics/2.0", "ratings/1.0"):
         (tree.data / "sp" / v / "raw" / "env0").mkdir(parents=True)
     (tmp_path / "drop" / "acme" / "orders").mkdir(parents=True)
-    d = run_daemon(tree)
+    port = free_port()
+    d = run_daemon(tree, "--metrics-port", str(port))
     assert d.event("started")[0]["landing_dirs"] == 5
     # simultaneous traffic into every source
     sp_files = {}
@@ -167,7 +169,20 @@ def test_three_sources_land_each_file_in_its_own_dataset_with_its_own_policy(
     assert len(tree.all_records()) == 17
     v = cli("verify", "--config", str(tree.config), cwd=tmp_path)
     assert v.returncode == 0, v.stdout + v.stderr
-    assert "OK" in v.stdout
+    assert "OK: 5 warehouses of 3 sources audited" in v.stdout
+    # the metrics and status, per source
+    m = scrape(port)
+    assert value(m, "ingestor_files_total", source="sp", status="ingested") == 15
+    assert value(m, "ingestor_files_total", source="acme-orders", status="ingested") == 1
+    assert value(m, "ingestor_files_total", source="reports", status="ingested") == 1
+    st = cli("status", "--config", str(tree.config), "--json", cwd=tmp_path)
+    assert st.returncode == 0, st.stderr
+    by_source = orjson.loads(st.stdout)["sources"]
+    assert {k: (c["landing_dirs"], c["ingested"]) for k, c in by_source.items()} == {
+        "sp": (3, 15), "acme-orders": (1, 1), "reports": (1, 1),
+    }  # fmt: skip
+    text = cli("status", "--config", str(tree.config), cwd=tmp_path).stdout
+    assert "source       sp: 3 landing dirs, 15 ingested" in text
     assert d.stop() == 0
 
 

@@ -38,44 +38,27 @@ failure sets only its manifests dir aside until the next pass
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import select
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from ingestor.logs import get_logger
 from ingestor.manifest import ManifestError, ManifestRecord
+from ingestor.metrics import MetricsServer
 from ingestor.records import Status
 from ingestor.systemd import notify, watchdog_interval
 from sampler import checkpoint
+from sampler.metrics import Metrics
 from sampler.sample import Event
 from sampler.settings import Settings
-from sampler.streams import Stream, StreamError, Streams, Unroutable
+from sampler.streams import PLAIN_SOURCE, Stream, StreamError, Streams, Unroutable
 from sampler.tail import Line
 from sampler.watch import ManifestWatch
-
-
-@dataclass(slots=True)
-class Metrics:
-    """Counters since start. Owned by the run loop only (no lock)."""
-
-    records_read: int = 0
-    samples_written: int = 0
-    skipped: int = 0  # not ingested (duplicates), or sample already current
-    errors: int = 0  # error .meta.json written, invalid manifest line, rejected path
-
-    def as_dict(self, lag_bytes: int) -> dict[str, int]:
-        return {
-            "records_read": self.records_read,
-            "samples_written": self.samples_written,
-            "skipped": self.skipped,
-            "errors": self.errors,
-            "lag_bytes": lag_bytes,
-        }
 
 
 class _Signals:
@@ -118,15 +101,17 @@ class Runner:
         self.s = settings
         self.signals = signals
         self.log = get_logger(component="sampler")
-        self.metrics = Metrics()
+        sources = settings.config.sources if settings.config is not None else ()
+        self.metrics = Metrics([s.name for s in sources] if sources else [PLAIN_SOURCE])
         self.fail_fast = settings.plain is not None  # one stream: its failure is the run's
         self.streams = Streams(
-            settings.config.sources if settings.config is not None else (),
+            sources,
             plain=settings.plain,
             state_dir=settings.state_dir,
             limits=settings.limits,
             log=self.log,
             grace_s=settings.retire_grace,
+            on_failure=lambda label: self.metrics.error(label, "stream"),
         )
         self.streams.start()
         now = time.monotonic()
@@ -140,7 +125,18 @@ class Runner:
     def save(self) -> None:
         """Every stream's samples fsynced, then its checkpoint saved (a failing one is set aside)."""
         for stream in list(self.streams.streams.values()):
-            self._guarded(stream, stream.save)
+            self._guarded(stream, functools.partial(self.save_stream, stream))
+        self.count_dirs()
+
+    def save_stream(self, stream: Stream) -> None:
+        stream.save()
+        self.metrics.lag(stream, stream.label, stream.tail.lag(), stream.last_ingested_at)
+
+    def count_dirs(self) -> None:
+        failed = len(self.streams.failed)
+        self.metrics.dirs_state(
+            len(self.streams.streams) - len(self.streams.failed.keys() & self.streams.streams.keys()), failed
+        )
 
     def _guarded(self, stream: Stream, step: Callable[[], object]) -> bool:
         """Run ``step`` for ``stream``; in ``--config`` mode a failure sets that stream aside."""
@@ -149,7 +145,7 @@ class Runner:
         except (OSError, StreamError) as exc:
             if self.fail_fast:
                 raise
-            self.streams.fail(stream.manifests, exc, stream.log)
+            self.streams.fail(stream.manifests, exc, stream.log, stream.label)
             return False
         return True
 
@@ -157,6 +153,7 @@ class Runner:
         """Process every new complete line of every stream; the number of lines processed."""
         if refresh:
             self.streams.refresh()
+        self.count_dirs()
         n = 0
         for path in sorted(self.streams.streams):
             if self.signals.stop:
@@ -171,6 +168,7 @@ class Runner:
             if self._guarded(stream, step):
                 self.streams.recovered(path, stream.log)
             n += count
+        self.count_dirs()
         return n
 
     def stream_pass(self, stream: Stream) -> int:
@@ -184,41 +182,43 @@ class Runner:
                 n += 1
                 self.tick()
                 if time.monotonic() - stream.last_save >= self.s.checkpoint_interval:
-                    stream.save()
+                    self.save_stream(stream)
         finally:
             lines.close()  # closes the manifest fd it holds
         if not self.signals.stop:
             for rel in stream.tail.retire():
                 stream.log.info("manifest_retired", manifest=rel)
-        stream.save()
+        self.save_stream(stream)
         return n
 
     def handle(self, stream: Stream, line: Line) -> None:
         m = self.metrics
-        m.records_read += 1
+        label = stream.label
+        m.record(label)
         log = stream.log
         try:
             rec = ManifestRecord.from_json(line.data)
         except ManifestError as exc:
-            m.errors += 1
+            m.error(label, "invalid_line")
             log.error("manifest_line_invalid", manifest=line.rel, offset=line.start, error=str(exc))
             return
+        stream.last_ingested_at = rec.ingested_at
         if rec.status is not Status.INGESTED:
-            m.skipped += 1
+            m.skip(label, "duplicate")
             log.debug("record_skipped", id=rec.id, status=str(rec.status), reason="status")
             return
         ctx = {"id": rec.id, "path": rec.warehouse, "sha256": rec.sha256}
         try:
             target = stream.route(rec)
         except Unroutable as exc:
-            m.errors += 1
+            m.error(label, "rejected")
             log.error(str(Event.REJECTED), **ctx, manifest=line.rel, offset=line.start, error=str(exc))
             return
         sampler = self.streams.sampler(stream, target)
         out = sampler.sample(rec)
         log = sampler.log
         if out.event is Event.WRITTEN:
-            m.samples_written += 1
+            m.sampled(target.source, str(out.format), None)
             log.info(
                 str(out.event),
                 **ctx,
@@ -230,10 +230,10 @@ class Runner:
                 ms=round(out.seconds * 1000, 2),
             )
         elif out.event is Event.CURRENT:
-            m.skipped += 1
+            m.skip(target.source, "current")
             log.debug(str(out.event), **ctx)
         elif out.event is Event.ERROR:
-            m.errors += 1
+            m.sampled(target.source, str(out.format), str(out.error_kind))
             log.error(
                 str(out.event),
                 **ctx,
@@ -243,7 +243,7 @@ class Runner:
                 sample=out.sample,
             )
         else:
-            m.errors += 1
+            m.error(target.source, "rejected")
             log.error(str(out.event), **ctx, error=out.message)
 
     def tick(self) -> float:
@@ -263,7 +263,7 @@ class Runner:
             if self.fail_fast
             else {"streams": len(self.streams.streams), "streams_failed": len(self.streams.failed)}
         )
-        self.log.info(event, **self.metrics.as_dict(self.streams.lag()), **extra)
+        self.log.info(event, **self.metrics.as_dict(), **extra)
 
     def follow(self) -> None:
         watch = ManifestWatch()
@@ -309,8 +309,11 @@ def run(settings: Settings) -> int:
     except (OSError, checkpoint.CheckpointError) as exc:
         log.error("sampler_failed", error=str(exc))
         return 1
+    server: MetricsServer | None = None
     try:
         with _Signals() as signals, _runner(settings, signals) as runner:
+            if settings.follow and settings.metrics_port is not None:
+                server = runner.metrics.serve(settings.metrics_port)
             if plain is not None:
                 only = next(iter(runner.streams.streams.values()))
                 started: dict[str, object] = {
@@ -360,6 +363,8 @@ def run(settings: Settings) -> int:
         log.exception("sampler_failed", error=str(exc))
         return 1
     finally:
+        if server is not None:
+            server.shutdown()
         os.close(lock_fd)
 
 

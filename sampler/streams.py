@@ -46,7 +46,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ from sampler.settings import Plain
 from sampler.tail import Tail
 from sampler.watch import ManifestWatch
 
+PLAIN_SOURCE = "default"  # the source label with --manifests: the ingestor's name for a plain landing dir
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _LEVEL_ROUNDS = 8  # watch-then-list rounds per refresh; a tree still growing is caught by its events
 
@@ -117,6 +118,7 @@ class Stream:
         self.saved = self.tail.checkpoint()
         self.last_save = time.monotonic()
         self.samplers: dict[Target, Sampler] = {}
+        self.last_ingested_at: str | None = None  # of the last record processed (metrics: lag seconds)
         self.routes: list[tuple[Source, dict[str, str]]] = []
         self._plain = fixed
         self.fixed = fixed
@@ -127,7 +129,7 @@ class Stream:
     def label(self) -> str:
         """The source name for metrics: the one source, or the names of those sharing the dir."""
         if self._plain is not None:
-            return ""
+            return PLAIN_SOURCE
         return ",".join(sorted({s.name for s, _ in self.routes}))
 
     def add_route(self, source: Source, values: Mapping[str, str]) -> None:
@@ -209,8 +211,10 @@ class Streams:
         limits: Limits,
         log: Any,
         grace_s: float,
+        on_failure: Callable[[str], None] = lambda label: None,
     ) -> None:
         self.sources = sources
+        self.on_failure = on_failure
         self.plain = plain
         self.state_dir = state_dir
         self.limits = limits
@@ -228,7 +232,7 @@ class Streams:
         """``--manifests``: make the one stream now (its checkpoint errors are fatal)."""
         p = self.plain
         if p is not None:
-            target = Target("", p.warehouse, p.samples)
+            target = Target(PLAIN_SOURCE, p.warehouse, p.samples)
             self.streams[p.manifests] = Stream(
                 p.manifests, [], p.checkpoint, key=None, fixed=target, log=self.log, grace_s=self.grace_s
             )
@@ -295,7 +299,7 @@ class Streams:
                 grace_s=self.grace_s,
             )
         except (checkpoint.CheckpointError, StreamError, OSError) as exc:
-            self.fail(path, exc, log)
+            self.fail(path, exc, log, ",".join(sorted(s.name for s, _ in routes)))
             return
         self.streams[path] = stream
         self.recovered(path, log)
@@ -340,8 +344,8 @@ class Streams:
 
     # ------------------------------------------------------------- failures
 
-    def fail(self, path: Path, exc: BaseException, log: Any) -> None:
-        """Note a stream's failure (logged once until it recovers); its samplers are closed."""
+    def fail(self, path: Path, exc: BaseException, log: Any, label: str) -> None:
+        """Note a stream's failure (logged and counted once until it recovers); its samplers are closed."""
         stream = self.streams.get(path)
         if stream is not None:
             try:
@@ -351,6 +355,7 @@ class Streams:
         message = str(exc)
         if self.failed.get(path) != message:
             log.error("stream_failed", error=message, error_type=type(exc).__name__)
+            self.on_failure(label)
         self.failed[path] = message
 
     def recovered(self, path: Path, log: Any) -> None:

@@ -19,12 +19,12 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--rows", "many"], "'--rows'"),
-        (["--rows", "0"], "'--rows'"),
-        (["--max-bytes", "12XB"], "'--max-bytes'"),
-        (["--max-bytes", "0"], "'--max-bytes'"),
-        (["--log-level", "loud"], "'--log-level'"),
-        (["--poll-interval", "-1"], "'--poll-interval'"),
+        (["--rows", "many"], "invalid value of --rows for rows: 'many' is not a whole number"),
+        (["--rows", "0"], "invalid value of --rows for rows: '0' is out of range"),
+        (["--max-bytes", "12XB"], "invalid value of --max-bytes for max_bytes: '12XB' is not a size"),
+        (["--max-bytes", "0"], "invalid value of --max-bytes for max_bytes"),
+        (["--log-level", "loud"], "(choose from debug, info, warning, error, critical)"),
+        (["--poll-interval", "-1"], "invalid value of --poll-interval for poll_interval"),
         (["--no-such-flag"], "--no-such-flag"),
     ],
 )
@@ -39,7 +39,8 @@ def test_bad_flag_is_one_line_and_exit_2(tmp_path: Path, args: list[str], needle
 def test_missing_required_option_and_command() -> None:
     result = _cli("run", "--samples", "/tmp/x")
     assert result.returncode == 2 and result.stderr.strip() == (
-        "sampler: error: missing option '--manifests': give --manifests DIR, or --config FILE"
+        "sampler: error: missing option '--manifests': give --manifests DIR (or SAMPLER_MANIFESTS), "
+        "or --config FILE (or SAMPLER_CONFIG)"
     )
     assert _cli().returncode == 2
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import resource
 import signal
 import threading
 from pathlib import Path
@@ -73,6 +74,7 @@ class Served:
         self.watcher: InotifyWatcher | WatchdogWatcher | None = None
         self.tasks: list[asyncio.Task[Any]] = []
         m = daemon.metrics
+        m.source_seen(self.site.source)
         self.readiness = r = Readiness(
             landing=s.input,
             mode=s.mode,
@@ -200,6 +202,7 @@ class Daemon:
 
     async def run(self) -> int:
         """Serve every landing dir until stopped."""
+        _raise_open_files_limit()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -569,6 +572,19 @@ class Daemon:
             "events_total": self.hub.events if self.hub is not None else 0,
             "landing_dirs": len(self.sites),
         }
+
+
+def _raise_open_files_limit() -> None:
+    """Every landing dir served holds a few descriptors (its own, its bindings, lander
+    processes' too): take the hard limit, as servers do, not the shell's soft 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard)
+            )
+        except (ValueError, OSError):
+            pass  # kept as it was: descriptors run out later, each landing dir then says so
 
 
 async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:

@@ -92,6 +92,12 @@ class Metrics:
         self.in_flight.set_function(busy)
         self.retrying.set_function(retrying)
 
+    def source_seen(self, source: str) -> None:
+        """Export a source's series from the start, at 0 (a dashboard tells 0 from none)."""
+        self.files.labels(source, "ingested")
+        self.files.labels(source, "duplicate")
+        self.bytes.labels(source)
+
     def on_done(self, records: list[Record], source: str = "default") -> None:
         """Called by a worker thread for each batch of records manifested."""
         now = time.monotonic()

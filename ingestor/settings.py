@@ -161,7 +161,6 @@ def _path(text: Any) -> Path:
 RUN = frozenset({"run"})
 RUN_REPLAY = frozenset({"run", "replay"})
 PATHS = ("input", "warehouse", "manifests", "state_path", "samples")
-NO_FLAG: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,9 +207,9 @@ class Settings:
     samples: Path | None = setting(
         None,
         parse=_path,
-        help="Samples directory (the sampler's; a config-file key).",
+        help="Samples directory of this source (written by `sampler run --config`).",
         default_text="none",
-        commands=NO_FLAG,
+        commands=RUN,
         per_source=True,
     )
     state_path: Path = setting(
@@ -430,7 +429,7 @@ def load_with_origins(
     g = gather(flags, config=config, environ=os.environ if environ is None else environ)
     if g.sources:
         raise SettingsError(f"config file {g.config} has [[source]] tables: this reads one landing dir")
-    return finish(g.merged, cwd or Path.cwd()), fill_origins(g.origins)
+    return finish(g.merged, cwd or Path.cwd(), g.origins), fill_origins(g.origins)
 
 
 def fill_origins(origins: dict[str, str]) -> dict[str, str]:
@@ -443,7 +442,7 @@ def absolute(path: Path, cwd: Path) -> Path:
     return Path(os.path.normpath(cwd / Path(os.path.expanduser(path))))
 
 
-def finish(values: dict[str, Any], cwd: Path) -> Settings:
+def finish(values: dict[str, Any], cwd: Path, origins: Mapping[str, str] | None = None) -> Settings:
     """One landing dir's settings: paths made absolute, defaults beside the landing dir, checked."""
     if "input" not in values:
         raise SettingsError("missing setting input: give --input DIR (or INGESTOR_INPUT)")
@@ -459,8 +458,10 @@ def finish(values: dict[str, Any], cwd: Path) -> Settings:
     unknown = fields_of(settings.layout) - FIELDS - {"source"}
     unknown = {f for f in unknown if "-" not in f}
     if unknown:
+        origin = (origins or {}).get("layout", "value")
         raise SettingsError(
-            f"invalid layout: unknown field(s) {sorted(unknown)}; placeholders need [[source]] paths"
+            f"invalid layout ({origin}): unknown field(s) {sorted(unknown)}; known: {sorted(FIELDS)} "
+            "(placeholders need a [[source]] path that has them)"
         )
     return settings
 
@@ -509,6 +510,4 @@ def describe(s: Settings) -> dict[str, Any]:
     for name in TABLE:
         v = getattr(s, name)
         out[name] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
-    if s.samples is None:
-        del out["samples"]
     return out

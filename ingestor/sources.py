@@ -118,7 +118,9 @@ def load(
     cwd = cwd or Path.cwd()
     g = gather(flags, config=config, environ=environ)
     if not g.sources:
-        return dataclasses.replace(plain_config(finish(g.merged, cwd)), origins=fill_origins(g.origins))
+        return dataclasses.replace(
+            plain_config(finish(g.merged, cwd, g.origins)), origins=fill_origins(g.origins)
+        )
     if "input" in g.merged:
         raise SettingsError(
             f"config file {g.config} has [[source]] tables: --input (or INGESTOR_INPUT, or a top-level "
@@ -301,9 +303,9 @@ def only(cfg: Config, name: str) -> Config:
 def targets(cfg: Config, paths: Iterable[Path]) -> dict[str, list[str]]:
     """``replay PATHS``: each landing dir to scan → the paths below it ("" for all of it).
 
-    A path below a landing dir is that dir's; a path above landing dirs (a
-    vendor's directory) means every landing dir of a source below it. Anything
-    else is refused (ValueError).
+    A path below a landing dir is that dir's; with sources, a path above
+    landing dirs (a vendor's directory) means every landing dir below it.
+    Anything else is refused (ValueError).
     """
     out: dict[str, list[str]] = {}
     for p in paths:
@@ -316,7 +318,7 @@ def targets(cfg: Config, paths: Iterable[Path]) -> dict[str, list[str]]:
                 if full == root or full.startswith(root + "/"):
                     out.setdefault(site.key, []).append(os.path.relpath(full, root) if full != root else "")
                     hit = True
-                elif root.startswith(full.rstrip("/") + "/"):
+                elif not cfg.plain and root.startswith(full.rstrip("/") + "/"):
                     out.setdefault(site.key, []).append("")
                     hit = True
         if not hit:

@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from ingestor.settings import Settings, describe, load
@@ -220,3 +221,11 @@ def test_example_config_shows_cleanly() -> None:
     res = ingestor("config", "show", "--config", str(REPO / "deploy" / "ingestor.toml"))
     assert res.returncode == 0, res.stderr
     assert 'input = "/srv/ingestor/landing"  # file ' in res.stdout
+
+
+def test_example_sources_config_shows_cleanly() -> None:
+    res = ingestor("config", "show", "--config", str(REPO / "deploy" / "ingestor-sources.toml"), "--json")
+    assert res.returncode == 0, res.stderr
+    doc = orjson.loads(res.stdout)
+    assert [s["name"] for s in doc["sources"]] == ["sp", "acme-orders"]
+    assert doc["sources"][1]["mode"] == "sidecar"

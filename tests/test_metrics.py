@@ -72,7 +72,7 @@ def test_endpoint_during_a_burst(env: Env, daemon, port: int) -> None:
     # every error kind is there from the start, at 0: "no errors" is not "no metric"
     for kind in ERROR_KINDS:
         assert ("ingestor_errors_total", (("kind", kind),)) in first["samples"], kind
-    assert value(first, "ingestor_files_total", status="ingested") == 0
+    assert value(first, "ingestor_files_total", source="default", status="ingested") == 0
 
     count, size = 1500, 2048
     burst = subprocess.Popen(
@@ -87,7 +87,7 @@ def test_endpoint_during_a_burst(env: Env, daemon, port: int) -> None:
 
     def landed_all() -> bool:
         seen.append(scrape(port))
-        return value(seen[-1], "ingestor_files_total", status="ingested") >= count
+        return value(seen[-1], "ingestor_files_total", source="default", status="ingested") >= count
 
     try:
         wait_for(landed_all, 40, "the burst to land")
@@ -95,13 +95,13 @@ def test_endpoint_during_a_burst(env: Env, daemon, port: int) -> None:
         out, _ = burst.communicate(timeout=30)
     assert burst.returncode == 0 and '"files":1500' in out
 
-    landed = [value(s, "ingestor_files_total", status="ingested") for s in seen]
+    landed = [value(s, "ingestor_files_total", source="default", status="ingested") for s in seen]
     assert landed == sorted(landed), "a counter went down"
     assert any(0 < n < count for n in landed), f"never saw the counter mid-burst: {sorted(set(landed))}"
     assert max(value(s, "ingestor_files_waiting") for s in seen) > 0, "files never waited for stability"
     last = seen[-1]
-    assert value(last, "ingestor_files_total", status="ingested") == count
-    assert value(last, "ingestor_bytes_total") == count * size
+    assert value(last, "ingestor_files_total", source="default", status="ingested") == count
+    assert value(last, "ingestor_bytes_total", source="default") == count * size
     assert value(last, "ingestor_event_to_landed_seconds_count") == count
     # stability is 0.3 s: no file can land sooner than that after it was seen
     assert value(last, "ingestor_event_to_landed_seconds_bucket", le="0.25") == 0
@@ -144,15 +144,17 @@ def test_duplicates_are_counted_apart(env: Env, daemon, port: int) -> None:
 
     def done() -> dict[str, Any] | None:
         s = scrape(port)
-        n = value(s, "ingestor_files_total", status="ingested") + value(
-            s, "ingestor_files_total", status="duplicate"
+        n = value(s, "ingestor_files_total", source="default", status="ingested") + value(
+            s, "ingestor_files_total", source="default", status="duplicate"
         )
         return s if n >= 4 else None
 
     s = wait_for(done, 20, "4 files finished")
-    assert value(s, "ingestor_files_total", status="ingested") == 1
-    assert value(s, "ingestor_files_total", status="duplicate") == 3
-    assert value(s, "ingestor_bytes_total") == 1024  # bytes landed: duplicates are not landed data
+    assert value(s, "ingestor_files_total", source="default", status="ingested") == 1
+    assert value(s, "ingestor_files_total", source="default", status="duplicate") == 3
+    assert (
+        value(s, "ingestor_bytes_total", source="default") == 1024
+    )  # bytes landed: duplicates are not landed data
 
 
 @pytest.fixture

@@ -208,6 +208,9 @@ INVALID: list[tuple[str, str]] = [
     ("ignore_suffixes", "tmp"),
     ("ignore_suffixes", ".a,b/c"),
     ("log_level", "verbose"),
+    ("include", "[abc"),
+    ("exclude", "/abs/**"),
+    ("dedup_scope", "everything"),
     ("metrics_port", "70000"),
     ("metrics_port", "-1"),
     ("metrics_port", "http"),
@@ -216,7 +219,7 @@ INVALID: list[tuple[str, str]] = [
     ("retry_max_seconds", "0"),
     ("retry_max_seconds", "1e999"),
 ]
-PATHS = ("input", "warehouse", "manifests", "state_path")
+PATHS = ("input", "warehouse", "manifests", "state_path", "samples")
 
 
 def test_every_setting_has_an_invalid_case() -> None:
@@ -316,10 +319,15 @@ def test_unknown_toml_key_is_refused(cwd: Path) -> None:
 
 
 def test_unknown_top_level_table_is_refused(cwd: Path) -> None:
-    cfg = toml(cwd / "c.toml", "concurrency = 3\n[sampler]\nrows = 5\n")
+    cfg = toml(cwd / "c.toml", "concurrency = 3\n[colour]\nrows = 5\n")
     with pytest.raises(SettingsError) as info:
         settings(cwd, config=cfg)
-    one_line_error(info, "sampler")
+    one_line_error(info, "colour")
+
+
+def test_the_samplers_table_is_the_samplers(cwd: Path) -> None:
+    cfg = toml(cwd / "c.toml", "concurrency = 3\n[sampler]\nrows = 5\n")
+    assert settings(cwd, config=cfg).concurrency == 3
 
 
 def test_unknown_flag_is_refused(cwd: Path) -> None:

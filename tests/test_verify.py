@@ -99,14 +99,14 @@ def by_hand(
         ingestor_version="0",
     ).to_json()  # fmt: skip
     row = (rec_id, "manifested", "ingested", "landed", "synthetic", f"f{n}.dat".encode(), 1, n, len(data),
-           now, sha, rel.encode(), mrel, 0, now, None, None, None, now, 0)  # fmt: skip
+           now, sha, rel.encode(), mrel, 0, now, None, None, None, now, 0, 0, 0)  # fmt: skip
     return line, env.manifests / mrel, row
 
 
 def insert_rows(env: Env, rows: list[tuple[Any, ...]]) -> None:
     conn = sqlite3.connect(env.state)
     try:
-        conn.executemany(f"INSERT INTO files VALUES ({','.join('?' * 20)})", rows)
+        conn.executemany(f"INSERT INTO files VALUES ({','.join('?' * 22)})", rows)
         conn.executemany(
             "INSERT OR IGNORE INTO content VALUES (?, ?)", [(bytes.fromhex(r[10]), r[0]) for r in rows]
         )

@@ -32,7 +32,6 @@ from ingestor.settings import (
     Settings,
     SettingsError,
     describe,
-    load,
     parse_path,
 )
 from simulate.cli import app as simulate_app
@@ -208,9 +207,10 @@ def rebuild_ledger(flags: dict[str, Any], config: ConfigOpt = None, json: JsonOp
     """
     from ingestor.rebuild import rebuild, summary
 
-    settings = load(flags, config=_config(config))
+    cfg = _load(flags, config)
+    settings = cfg.settings
     logs.configure(settings.log_level.value)
-    report = summary(rebuild(settings))
+    report = summary(rebuild(cfg))
     if json:
         sys.stdout.write(orjson.dumps(report).decode() + "\n")
     else:

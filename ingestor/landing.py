@@ -84,7 +84,6 @@ class Landing:
         self.backoff = 0.0
         self.in_flight: set[asyncio.Future[Outcome]] = set()  # worker calls not finished
         self._last_failure_log = 0.0
-        self._restarting: concurrent.futures.Executor | None = None  # the broken pool being replaced
 
     # ------------------------------------------------------------ the tasks
 
@@ -111,7 +110,10 @@ class Landing:
                 pool = landers.pool
                 try:
                     out = await self.call(procs.land, self.stages.land_job(batch), pool)
-                except concurrent.futures.BrokenExecutor:
+                except (concurrent.futures.BrokenExecutor, RuntimeError) as exc:
+                    # RuntimeError: submitted to a pool another landing dir's lander just replaced
+                    if isinstance(exc, RuntimeError) and landers.pool is pool:
+                        raise
                     await self._lander_died(pool, batch)
                     continue
             self.apply(out, taken=batch)
@@ -155,8 +157,9 @@ class Landing:
         self.readiness.release(c.rel for c in batch)
         for cand in batch:
             self.readiness.retry(cand.rel, DEFER_SECONDS)
-        if landers.pool is broken and self._restarting is not broken:  # the first to notice rebuilds it
-            self._restarting = broken
+        # the first to notice rebuilds it: the pool is every landing dir's
+        if landers.pool is broken and landers.restarting is not broken:
+            landers.restarting = broken
             self.log.error("lander_process_died", hint="a new one is started; its files are recovered")
             self.metrics.error("fatal")
             await asyncio.get_running_loop().run_in_executor(None, landers.restart)

@@ -200,6 +200,8 @@ class Landers:
         quiet_tracker()
         self.settings = settings
         self.plain = plain
+        # the broken pool being replaced (the loop's): the first landing dir to notice restarts it
+        self.restarting: concurrent.futures.Executor | None = None
         self.count = count
         self._ctx = multiprocessing.get_context("spawn")
         self.stop = self._ctx.Event()

@@ -27,6 +27,7 @@ ingestor uses one of the directories, and over a ledger that holds records.
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import os
 import sqlite3
 import stat as stat_mod
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import ulid
 
 from ingestor import binding, manifest
@@ -43,9 +45,10 @@ from ingestor.errors import Refused
 from ingestor.fsops import OPEN_DIR, TempDir, fsync_dir, open_beneath
 from ingestor.ledger import Ledger
 from ingestor.manifest import ManifestError, ManifestRecord, iter_lines
-from ingestor.plan import content_key
+from ingestor.plan import content_key, scope_of
 from ingestor.records import Action, State, Status
-from ingestor.settings import Settings
+from ingestor.settings import DedupScope, Settings
+from ingestor.sources import Config, Site, plain_config
 
 MAX_EXAMPLES = 5
 _BATCH = 5000
@@ -90,67 +93,130 @@ def _ledger_records(path: Path) -> int:
         conn.close()
 
 
-def rebuild(s: Settings) -> RebuildReport:
-    """Rebuild the ledger at ``s.state_path``; raises ``Refused`` when it must not."""
-    for d in (s.input, s.warehouse, s.manifests):
-        if not d.is_dir():
-            raise Refused(f"{d} is not a directory: nothing to rebuild from")
+def rebuild(s: Settings | Config) -> RebuildReport:
+    """Rebuild the ledger at ``state_path``; raises ``Refused`` when it must not.
+
+    With sources: every landing dir of every source, those that match now
+    and those whose manifests dir is still there (a dataset retired), each
+    with its own records, content claims and destinations.
+    """
+    if isinstance(s, Settings):
+        s = plain_config(s)
+    state = s.settings.state_path
+    sites = _sites(s)
+    if s.plain:
+        for d in (s.settings.input, s.settings.warehouse, s.settings.manifests):
+            if not d.is_dir():
+                raise Refused(f"{d} is not a directory: nothing to rebuild from")
     held: list[binding.Binding] = []
     try:
-        for role, d in (("input", s.input), ("warehouse", s.warehouse), ("manifests", s.manifests)):
-            b = binding.Binding(d, role)
-            b.acquire_alone()
-            held.append(b)
-        if (n := _ledger_records(s.state_path)) > 0:
+        seen: set[Path] = set()
+        for site in sites:
+            ss = site.settings
+            for role, d in (("input", ss.input), ("warehouse", ss.warehouse), ("manifests", ss.manifests)):
+                if d in seen or not d.is_dir():
+                    continue
+                seen.add(d)
+                b = binding.Binding(d, role)
+                b.acquire_alone()
+                held.append(b)
+        if (n := _ledger_records(state)) > 0:
             raise Refused(
-                f"the ledger {s.state_path} holds {n} records: rebuild only replaces a lost one; "
+                f"the ledger {state} holds {n} records: rebuild only replaces a lost one; "
                 "move it away first if it is wrong"
             )
         # the id of the ledger that wrote the manifests: the directories stay bound to it
         found = [b.marker["ledger_id"] for b in reversed(held) if b.marker]
+        if len(set(found)) > 1:
+            raise Refused(
+                f"the directories of these sources are bound to {len(set(found))} different ledgers: "
+                "rebuild one ledger's sources at a time"
+            )
         ledger_id = found[0] if found else str(uuid.uuid4())
-        report = _build(s, ledger_id)
+        report = _build(s, sites, ledger_id)
         for b in held:
-            b.rebind(ledger_id, s.state_path)
+            b.rebind(ledger_id, state)
         return report
     finally:
         for b in held:
             b.release()
 
 
-def _build(s: Settings, ledger_id: str) -> RebuildReport:
-    s.state_path.parent.mkdir(parents=True, exist_ok=True)
-    work = s.state_path.with_name(s.state_path.name + ".rebuild")
+def _sites(cfg: Config) -> list[Site]:
+    """Every landing dir to rebuild: matched now, or known by its manifests dir."""
+    out: dict[str, Site] = {}
+    for src in cfg.sources:
+        if src.path.literal:
+            site = src.site(src.path.head, {})
+            out[site.key] = site
+            continue
+        for site in src.sites():
+            out.setdefault(site.key, site)
+        manifests = src.templates["manifests"]
+        assert manifests is not None
+        if set(manifests.names) == set(src.path.names):
+            for _, values in manifests.expand():
+                site = src.site(src.path.render(values), values)
+                out.setdefault(site.key, site)
+    return list(out.values())
+
+
+def _build(cfg: Config, sites: list[Site], ledger_id: str) -> RebuildReport:
+    state = cfg.settings.state_path
+    state.parent.mkdir(parents=True, exist_ok=True)
+    work = state.with_name(state.name + ".rebuild")
     for suffix in ("", "-wal", "-shm"):
         Path(f"{work}{suffix}").unlink(missing_ok=True)
     owner = str(ulid.ULID())
     led = Ledger(work, owner)
-    led.open({"landing": str(s.input), "warehouse": str(s.warehouse), "manifests": str(s.manifests)})
-    led.close()
+    s = cfg.settings
+    led.open(
+        {"landing": str(s.input), "warehouse": str(s.warehouse), "manifests": str(s.manifests)}
+        if cfg.plain
+        else None
+    )
+    try:
+        ids = [
+            led.site(str(x.landing), str(x.settings.warehouse), str(x.settings.manifests), x.source,
+                     orjson.dumps(x.dataset).decode())
+            for x in sites
+        ]  # fmt: skip
+    finally:
+        led.close()
     conn = sqlite3.connect(work, isolation_level=None)
     report = RebuildReport()
     try:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("UPDATE meta SET value = ? WHERE key = 'ledger_id'", (ledger_id,))
         conn.execute("BEGIN")
-        _Lines(conn, s, owner, report).load()
+        for site, (site_id, wh) in zip(sites, ids, strict=True):
+            if site.settings.manifests.is_dir():
+                site = dataclasses.replace(site, site_id=site_id, wh=wh)
+                _Lines(conn, site, owner, report).load()
         conn.execute("COMMIT")
-        _orphans(conn, s.warehouse, report)
+        done: set[Path] = set()
+        for site, (_, wh) in zip(sites, ids, strict=True):
+            if site.settings.warehouse not in done and site.settings.warehouse.is_dir():
+                done.add(site.settings.warehouse)
+                _orphans(conn, site.settings.warehouse, wh, report)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
     for suffix in ("-wal", "-shm"):  # a lost ledger's leftovers must not be read as the new one's
-        Path(f"{s.state_path}{suffix}").unlink(missing_ok=True)
-    os.replace(work, s.state_path)
-    fsync_dir(s.state_path.parent)
+        Path(f"{state}{suffix}").unlink(missing_ok=True)
+    os.replace(work, state)
+    fsync_dir(state.parent)
     return report
 
 
 class _Lines:
     """Manifest lines → ledger rows, in one transaction, in manifest path order."""
 
-    def __init__(self, conn: sqlite3.Connection, s: Settings, owner: str, report: RebuildReport) -> None:
+    def __init__(self, conn: sqlite3.Connection, site: Site, owner: str, report: RebuildReport) -> None:
+        s = site.settings
         self.conn, self.s, self.owner, self.report = conn, s, owner, report
+        self.site, self.wh = site.site_id, site.wh
+        self.scope = scope_of(site.site_id, s.dedup_scope is DedupScope.DATASET)
         self.landing = os.fsencode(s.input).rstrip(b"/") + b"/"
         self.warehouse = os.fsencode(s.warehouse).rstrip(b"/") + b"/"
         self.now = time.time_ns()
@@ -215,11 +281,12 @@ class _Lines:
             self.conn.execute(
                 "INSERT INTO files(id, state, status, action, owner, source_rel, device, inode, size, "
                 "mtime_ns, ctime_ns, sha256, dest_rel, manifest_rel, manifest_floor, ingested_ns, "
-                "duplicate_of, sidecar_rel, note, updated_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "duplicate_of, sidecar_rel, note, updated_ns, site, wh) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     rec.id, State.MANIFESTED, status, Action(rec.action), self.owner, source_rel, rec.device,
                     rec.inode, rec.size, mtime_ns, ctime_ns, rec.sha256, dest, mrel, offset, ingested_ns,
-                    rec.duplicate_of, None, "rebuilt from the manifests", self.now,
+                    rec.duplicate_of, None, "rebuilt from the manifests", self.now, self.site, self.wh,
                 ),
             )  # fmt: skip
         except sqlite3.IntegrityError as exc:
@@ -234,7 +301,7 @@ class _Lines:
             return
         self.report.records += 1
         if status is Status.INGESTED:
-            key = content_key(rec.sha256, os.fsdecode(source_rel), self.s.dedup)
+            key = content_key(rec.sha256, os.fsdecode(source_rel), self.s.dedup, self.scope)
             cur = self.conn.execute("INSERT OR IGNORE INTO content(key, id) VALUES (?, ?)", (key, rec.id))
             if cur.rowcount:
                 self.report.claims += 1
@@ -258,7 +325,7 @@ class _Lines:
         return mtime_ns, 0
 
 
-def _orphans(conn: sqlite3.Connection, warehouse: Path, report: RebuildReport) -> None:
+def _orphans(conn: sqlite3.Connection, warehouse: Path, wh: int, report: RebuildReport) -> None:
     """Report every warehouse file that no line names."""
     root = os.open(warehouse, OPEN_DIR)
     try:
@@ -278,7 +345,7 @@ def _orphans(conn: sqlite3.Connection, warehouse: Path, report: RebuildReport) -
                         if e.is_dir(follow_symlinks=False):
                             stack.append(rel)
                         elif not conn.execute(
-                            "SELECT 1 FROM files WHERE dest_rel = ?", (os.fsencode(rel),)
+                            "SELECT 1 FROM files WHERE wh = ? AND dest_rel = ?", (wh, os.fsencode(rel))
                         ).fetchone():
                             report.add("orphan_file", str(warehouse / rel))
             finally:

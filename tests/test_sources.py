@@ -7,6 +7,7 @@ Real daemons on real directories: every test writes its own config under
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -310,3 +311,27 @@ def test_input_beside_sources_and_a_missing_state_path_are_refused(tmp_path: Pat
     cfg.write_text(SP.replace("ROOT", str(tmp_path)))
     r = cli("run", "--config", str(cfg), cwd=tmp_path)
     assert r.returncode == 2 and "state_path" in r.stderr
+
+
+def test_a_lost_ledger_of_sources_is_rebuilt_from_every_datasets_manifests(tmp_path: Path) -> None:
+    tree = Tree(tmp_path, SP + GLOBS)
+    for ds in ("a", "b", "retired"):
+        write(tree.data / "v" / ds / "1" / "raw" / "env0" / "x.csv", f"{ds}\n".encode())
+    write(tmp_path / "drop" / "reports" / "r.csv", b"r\n")
+    assert cli("replay", "--config", str(tree.config), cwd=tmp_path).returncode == 0
+    assert len(tree.all_records()) == 4
+    # a dataset retired: its landing dir removed, its bronze and manifests kept
+    shutil.rmtree(tree.data / "v" / "retired" / "1" / "raw")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{tree.state}{suffix}").unlink(missing_ok=True)
+    r = cli("rebuild-ledger", "--config", str(tree.config), "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert orjson.loads(r.stdout)["records"] == 4
+    v = cli("verify", "--config", str(tree.config), cwd=tmp_path)
+    assert v.returncode == 0, v.stdout + v.stderr
+    # the content claims are each dataset's again: a resend in dataset a is a duplicate there
+    write(tree.data / "v" / "a" / "1" / "raw" / "env0" / "again.csv", b"a\n")
+    write(tree.data / "v" / "b" / "1" / "raw" / "env0" / "new.csv", b"a\n")
+    assert cli("replay", "--config", str(tree.config), cwd=tmp_path).returncode == 0
+    got = sorted((Path(x.source).name, x.status) for x in tree.all_records())
+    assert ("again.csv", "duplicate") in got and ("new.csv", "ingested") in got

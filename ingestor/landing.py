@@ -112,7 +112,8 @@ class Landing:
                     out = await self.call(procs.land, self.stages.land_job(batch), pool)
                 except (concurrent.futures.BrokenExecutor, RuntimeError) as exc:
                     # RuntimeError: submitted to a pool another landing dir's lander just replaced
-                    if isinstance(exc, RuntimeError) and landers.pool is pool:
+                    broken = isinstance(exc, concurrent.futures.BrokenExecutor)
+                    if not broken and landers.pool is pool:
                         raise
                     await self._lander_died(pool, batch)
                     continue

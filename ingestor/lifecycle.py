@@ -232,10 +232,11 @@ class Daemon:
             lambda: sum(len(v.landing.retry) for v in self.sites.values()),
         )
         try:
-            await loop.run_in_executor(None, stages.open, self.metrics)
             if not self.one_shot and s.watcher in (WatcherKind.AUTO, WatcherKind.INOTIFY):
                 self.hub = self._start_hub()
             found = await loop.run_in_executor(None, self._find_sites)
+            manifests = [site.settings.manifests for _, site in found]
+            await loop.run_in_executor(None, stages.open, self.metrics, manifests)
             await self.start_sites(found, at_start=True)
             if self.one_shot:
                 await asyncio.gather(*(v.scanner.scan() for v in list(self.sites.values())))

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from ingestor import binding, procs, scanhelpers
+from ingestor import binding, ledger_db, procs, scanhelpers
 from ingestor.errors import Fatal, Refused
 from ingestor.fsops import TempDir
 from ingestor.ledger import Ledger
@@ -77,9 +77,11 @@ class Stages:
 
     # ------------------------------------------------------------ open, close (in a thread)
 
-    def open(self, metrics: Metrics) -> None:
+    def open(self, metrics: Metrics, manifests: list[Path] | None = None) -> None:
+        """``manifests``: the manifests dirs of the landing dirs found at start; checked before
+        a new ledger is made beside manifests another ledger wrote."""
         try:
-            self._open(metrics)
+            self._open(metrics, manifests or [])
         except OSError as exc:
             self.close()
             raise Fatal(
@@ -92,11 +94,15 @@ class Stages:
             self.close()
             raise
 
-    def _open(self, metrics: Metrics) -> None:
+    def _open(self, metrics: Metrics, manifests: list[Path]) -> None:
         s = self.s
         s.ledger_dir.mkdir(parents=True, exist_ok=True)
         if not self.one_shot:
             self._take_daemon_lock()
+        if ledger_db.peek_id(s.state_path) is None:  # no ledger yet: manifests with lines are another's
+            for m in manifests:
+                if m.is_dir():
+                    binding.check_history(m, s.state_path, lambda _id: False)
         self._ledger = procs.open_ledger(s, self.owner, plain=self.plain)
         self.ledger.commit_observer = metrics.on_commit
         self._pool = concurrent.futures.ThreadPoolExecutor(s.concurrency + 1, thread_name_prefix="worker")

@@ -259,11 +259,13 @@ def check(sources: tuple[Source, ...]) -> None:
                     f"{_who(s)}samples {s.samples.text!r} and {key} {other.text!r} could be "
                     "the same directory or one inside the other"
                 )
-    for s in sources:
-        for t in sources:
-            if t is s or not s.samples.literal:
+    for i, s in enumerate(sources):
+        if not s.samples.literal:
+            continue
+        for j, t in enumerate(sources):
+            if i == j:
                 continue
-            pairs = [*_others(t), *([("samples", t.samples)] if sources.index(t) > sources.index(s) else [])]
+            pairs = [*_others(t), *([("samples", t.samples)] if j > i else [])]
             for key, other in pairs:
                 if other.literal and _overlap(s.samples, other):
                     raise ConfigError(

@@ -5,7 +5,9 @@ updates them; the endpoint's thread only reads (prometheus-client locks each
 value, and the lag-seconds function reads one float per source). Every
 series has a ``source`` label: the source's name with ``--config``,
 ``default`` with ``--manifests`` (the ingestor's name for a plain landing
-dir).
+dir). The lines of a manifests dir that sources share count under their
+names joined by commas (``records``, ``invalid_line``, ``rejected``,
+``stream``, lag); a sample counts under its own source.
 
 - ``sampler_records_total{source}``: manifest lines read;
 - ``sampler_samples_total{source,format,outcome}``: files sampled, by the
@@ -89,6 +91,7 @@ class Metrics:
         self._stream_lag: dict[object, tuple[str, int, int | None]] = {}  # stream -> (source, bytes, last ns)
         self._bytes: dict[str, int] = {}
         self._behind_since: dict[str, int | None] = {}  # source -> ns, read by the endpoint's thread
+        self._unsettled: set[str] = set()
         self.records_read = self.samples_written = self.skipped_total = self.error_total = 0
         for source in sources:
             self.add_source(source)
@@ -130,19 +133,31 @@ class Metrics:
         self.error_total += 1
 
     def lag(self, stream: object, source: str, pending: int, last_ingested_at: str | None) -> None:
-        """A stream's pending bytes and the ``ingested_at`` of its last line processed."""
+        """A stream's pending bytes and the ``ingested_at`` of its last line processed (``settle`` after)."""
         self.add_source(source)
         old = self._stream_lag.get(stream)
         last = _ns(last_ingested_at) if last_ingested_at else (old[2] if old else None)
         self._stream_lag[stream] = (source, pending, last)
-        self._bytes[source] += pending - (old[1] if old else 0)
+        if old is not None:  # its label may have changed: a source began sharing its dir
+            self._bytes[old[0]] -= old[1]
+            self.lag_bytes.labels(old[0]).set(self._bytes[old[0]])
+            self._unsettled.add(old[0])
+        self._bytes[source] += pending
         self.lag_bytes.labels(source).set(self._bytes[source])
-        behind = [
-            (last if last is not None else self.started_ns)
-            for src, n, last in self._stream_lag.values()
-            if src == source and n > 0
-        ]
-        self._behind_since[source] = min(behind) if behind else None
+        self._unsettled.add(source)
+
+    def settle(self) -> None:
+        """Recompute the lag seconds of the sources whose streams moved (one walk over the streams)."""
+        if not self._unsettled:
+            return
+        behind: dict[str, int] = {}
+        for source, pending, last in self._stream_lag.values():
+            if source in self._unsettled and pending > 0:
+                since = last if last is not None else self.started_ns
+                behind[source] = min(behind.get(source, since), since)
+        for source in self._unsettled:
+            self._behind_since[source] = behind.get(source)
+        self._unsettled.clear()
 
     def dirs_state(self, ok: int, failed: int) -> None:
         self.dirs.labels("ok").set(ok)

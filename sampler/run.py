@@ -44,6 +44,7 @@ import select
 import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -58,7 +59,7 @@ from sampler.sample import Event
 from sampler.settings import Settings
 from sampler.streams import PLAIN_SOURCE, Stream, StreamError, Streams, Unroutable
 from sampler.tail import Line
-from sampler.watch import ManifestWatch
+from sampler.watch import Changes, ManifestWatch
 
 
 class _Signals:
@@ -127,16 +128,15 @@ class Runner:
         for stream in list(self.streams.streams.values()):
             self._guarded(stream, functools.partial(self.save_stream, stream))
         self.count_dirs()
+        self.metrics.settle()
 
     def save_stream(self, stream: Stream) -> None:
         stream.save()
         self.metrics.lag(stream, stream.label, stream.tail.lag(), stream.last_ingested_at)
 
     def count_dirs(self) -> None:
-        failed = len(self.streams.failed)
-        self.metrics.dirs_state(
-            len(self.streams.streams) - len(self.streams.failed.keys() & self.streams.streams.keys()), failed
-        )
+        ok = self.streams.streams.keys() - self.streams.failed.keys()
+        self.metrics.dirs_state(len(ok), len(self.streams.failed))
 
     def _guarded(self, stream: Stream, step: Callable[[], object]) -> bool:
         """Run ``step`` for ``stream``; in ``--config`` mode a failure sets that stream aside."""
@@ -149,13 +149,13 @@ class Runner:
             return False
         return True
 
-    def one_pass(self, *, refresh: bool = True) -> int:
-        """Process every new complete line of every stream; the number of lines processed."""
+    def one_pass(self, *, refresh: bool = True, only: set[Path] | None = None) -> int:
+        """Process every new complete line of every stream (or of ``only``); the number of lines processed."""
         if refresh:
             self.streams.refresh()
         self.count_dirs()
         n = 0
-        for path in sorted(self.streams.streams):
+        for path in sorted(self.streams.streams if only is None else only):
             if self.signals.stop:
                 break
             stream = self.streams.streams[path]
@@ -169,6 +169,7 @@ class Runner:
                 self.streams.recovered(path, stream.log)
             n += count
         self.count_dirs()
+        self.metrics.settle()
         return n
 
     def stream_pass(self, stream: Stream) -> int:
@@ -183,6 +184,7 @@ class Runner:
                 self.tick()
                 if time.monotonic() - stream.last_save >= self.s.checkpoint_interval:
                     self.save_stream(stream)
+                    self.metrics.settle()
         finally:
             lines.close()  # closes the manifest fd it holds
         if not self.signals.stop:
@@ -266,30 +268,40 @@ class Runner:
         self.log.info(event, **self.metrics.as_dict(), **extra)
 
     def follow(self) -> None:
+        """Passes on events and every ``poll_interval``; an event in a manifests tree reads that dir only."""
         watch = ManifestWatch()
         poller = select.poll()
         poller.register(watch.fileno(), select.POLLIN)
         poller.register(self.signals.rfd, select.POLLIN)
+        pending = Changes(rediscover=True)
         try:
             while not self.signals.stop:
                 self.tick()
-                # Watch first, then read: a change after the watch is added
-                # raises an event, one before it is seen by the read.
-                self.streams.refresh(watch)
-                watch.drain()  # stale: the pass below reads everything anyway
-                self.one_pass(refresh=False)
-                if watch.drain():  # changed during the pass: go again at once
+                todo, pending = pending, Changes()
+                if todo.rediscover:
+                    # Watch first, then read: a change after the watch is added
+                    # raises an event, one before it is seen by the read.
+                    self.streams.refresh(watch)
+                early = watch.drain()
+                todo.dirs |= early.dirs  # news from before the pass: the pass reads them
+                pending.rediscover = early.rediscover  # a new manifests dir: found at the next round
+                self.one_pass(refresh=False, only=None if todo.rediscover else self.streams.owners(todo.dirs))
+                pending.update(watch.drain())
+                if pending:  # changed during the pass: go again at once
                     continue
                 next_pass = time.monotonic() + self.s.poll_interval
                 while not self.signals.stop:
                     wake_at = min(next_pass, self.tick())
                     now = time.monotonic()
                     if now >= next_pass:
+                        pending.rediscover = True  # events are hints: look at everything now and then
                         break
                     events = poller.poll(max(0.0, wake_at - now) * 1000)
                     self.signals.drain()
-                    if any(fd == watch.fileno() for fd, _ in events) and watch.drain():
-                        break
+                    if any(fd == watch.fileno() for fd, _ in events):
+                        pending.update(watch.drain())
+                        if pending:
+                            break
         finally:
             watch.close()
 

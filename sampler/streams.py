@@ -242,11 +242,10 @@ class Streams:
         if watch is not None and self.sources:
             levels = self._levels()
             for _ in range(_LEVEL_ROUNDS):
-                watch.watch_only(self._tree_dirs(), levels)
-                again = self._levels()
-                if again == levels:
+                if levels <= watch.watched():  # all watched before this listing: nothing new can hide
                     break
-                levels = again
+                watch.watch_only(self._tree_dirs(), levels)
+                levels = self._levels()
             self.levels = levels
         found: dict[Path, list[tuple[Source, dict[str, str]]]] = {}
         for source in self.sources:
@@ -256,12 +255,23 @@ class Streams:
             if path in self.streams:
                 for source, values in routes:
                     self.streams[path].add_route(source, values)
-            else:
-                self._open(path, routes)
-        for stream in self.streams.values():
-            stream.tail.refresh()
+            elif (stream := self._open(path, routes)) is not None:
+                stream.tail.refresh()  # its dirs, to watch before the pass reads them
+        if self.plain is not None:
+            for stream in self.streams.values():  # (the others' dirs: from their last pass)
+                stream.tail.refresh()
         if watch is not None:
             watch.watch_only(self._tree_dirs(), self.levels)
+
+    def owners(self, dirs: Iterable[Path]) -> set[Path]:
+        """The manifests dirs (stream keys) that ``dirs`` of their trees lie in."""
+        out: set[Path] = set()
+        for d in dirs:
+            for candidate in (d, *d.parents):
+                if candidate in self.streams:
+                    out.add(candidate)
+                    break
+        return out
 
     def _levels(self) -> set[Path]:
         out: set[Path] = set()
@@ -278,7 +288,7 @@ class Streams:
             self._told.add(path)
             self.log.warning("manifests_dir_skipped", path=str(path), reason=why)
 
-    def _open(self, path: Path, routes: list[tuple[Source, dict[str, str]]]) -> None:
+    def _open(self, path: Path, routes: list[tuple[Source, dict[str, str]]]) -> Stream | None:
         assert self.state_dir is not None
         log = self.log.bind(source=",".join(sorted(s.name for s, _ in routes)), manifests=str(path))
         try:
@@ -300,12 +310,13 @@ class Streams:
             )
         except (checkpoint.CheckpointError, StreamError, OSError) as exc:
             self.fail(path, exc, log, ",".join(sorted(s.name for s, _ in routes)))
-            return
+            return None
         self.streams[path] = stream
         self.recovered(path, log)
         log.info(
             "manifests_found", checkpoint=str(stream.ckpt_path), retired_through=stream.saved.retired_through
         )
+        return stream
 
     # ------------------------------------------------------------- targets
 
@@ -361,9 +372,6 @@ class Streams:
     def recovered(self, path: Path, log: Any) -> None:
         if self.failed.pop(path, None) is not None:
             log.info("stream_recovered")
-
-    def lag(self) -> int:
-        return sum(s.tail.lag() for s in self.streams.values())
 
     def close(self) -> None:
         error: OSError | None = None

@@ -69,9 +69,9 @@ def discover(root: Path, after: str | None) -> tuple[list[str], list[Path]]:
     """Manifest files after ``after`` in order, and the directories walked to find them."""
     floor = after.split("/")[:4] if after else None
     files: list[str] = []
-    dirs: list[Path] = []
+    dirs: list[str] = []
 
-    def walk(path: Path, depth: int, prefix: list[str], tight: bool) -> None:
+    def walk(path: str, depth: int, prefix: str, tight: bool) -> None:
         try:
             with os.scandir(path) as it:
                 names = sorted(
@@ -89,19 +89,19 @@ def discover(root: Path, after: str | None) -> tuple[list[str], list[Path]]:
             if tight and floor is not None and name < floor[depth]:
                 continue
             still_tight = tight and floor is not None and name == floor[depth]
-            parts = [*prefix, name]
+            sub = f"{path}/{name}"
             if depth == 3:
-                rel = "/".join([*parts, MANIFEST_NAME])
+                rel = f"{prefix}{name}/{MANIFEST_NAME}"
                 if after is not None and rel <= after:
                     continue
-                if os.path.isfile(path / name / MANIFEST_NAME):
+                if os.path.isfile(f"{sub}/{MANIFEST_NAME}"):
                     files.append(rel)
-                dirs.append(path / name)
+                dirs.append(sub)
             else:
-                walk(path / name, depth + 1, parts, still_tight)
+                walk(sub, depth + 1, f"{prefix}{name}/", still_tight)
 
-    walk(root, 0, [], True)
-    return files, dirs
+    walk(os.fspath(root), 0, "", True)
+    return files, [Path(d) for d in dirs]
 
 
 class Tail:

@@ -1,11 +1,12 @@
 """inotify on the manifest tree: a hint that a pass is due, never the truth.
 
 The run loop polls ``fileno()``; ``drain()`` reads what the kernel queued and
-says whether anything happened. Appends give ``IN_MODIFY``; a new hour
+says what happened (``Changes``): the dirs of the manifest trees that had
+events, so that only their manifests dirs are read again. Appends give ``IN_MODIFY``; a new hour
 directory gives ``IN_CREATE|IN_ISDIR`` and is watched at once, then walked:
 its file may have been created before the watch existed (no event for it),
-which the pass that follows finds by listing. ``IN_Q_OVERFLOW`` (wd -1) just
-means "look": the pass reads every open file from its offset anyway.
+which the pass that follows finds by listing. ``IN_Q_OVERFLOW`` (wd -1), and
+a watched directory gone, mean "look at everything again" (``rediscover``).
 ``watch_only(dirs, levels)`` keeps watches on exactly the directories the
 last discovery walked, so retired hours drop out and the count stays small.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from inotify_simple import INotify, flags
@@ -37,6 +39,21 @@ MASK = (
 
 
 LEVEL_MASK = flags.CREATE | flags.MOVED_TO | flags.DELETE_SELF | flags.ONLYDIR | flags.DONT_FOLLOW
+
+
+@dataclass(slots=True)
+class Changes:
+    """What drained events say: manifests-tree dirs with news, or that manifests dirs may have come or gone."""
+
+    dirs: set[Path] = field(default_factory=set)
+    rediscover: bool = False
+
+    def __bool__(self) -> bool:
+        return self.rediscover or bool(self.dirs)
+
+    def update(self, other: Changes) -> None:
+        self.dirs |= other.dirs
+        self.rediscover = self.rediscover or other.rediscover
 
 
 class ManifestWatch:
@@ -65,6 +82,10 @@ class ManifestWatch:
             if wd is None or (wd in self._levels) == is_tree:  # new, or its kind changed
                 self._add(path, level=not is_tree)
 
+    def watched(self) -> set[Path]:
+        """The directories watched now (one gone with its directory is not)."""
+        return set(self._wds)
+
     def _add(self, path: Path, *, level: bool = False) -> None:
         try:
             wd = int(self._ino.add_watch(path, LEVEL_MASK if level else MASK))
@@ -77,24 +98,26 @@ class ManifestWatch:
         else:
             self._levels.discard(wd)
 
-    def drain(self) -> bool:
-        """Consume queued events; True when any that matters arrived."""
-        events = self._ino.read(timeout=0)
-        seen = False
-        for ev in events:
-            if ev.mask & flags.IGNORED:
-                path = self._paths.pop(ev.wd, None)
-                self._levels.discard(ev.wd)
-                if path is not None:
+    def drain(self) -> Changes:
+        """Consume queued events: the manifests-tree dirs they were in, or "look for manifests dirs again"."""
+        changes = Changes()
+        for ev in self._ino.read(timeout=0):
+            path = self._paths.get(ev.wd)
+            if ev.mask & flags.Q_OVERFLOW:
+                changes.rediscover = True  # events were lost: look at everything
+            elif ev.mask & flags.IGNORED:
+                if path is not None:  # gone with its directory (not by rm_watch): look again
+                    del self._paths[ev.wd]
                     self._wds.pop(path, None)
-                seen = True
+                    changes.rediscover = True
+                self._levels.discard(ev.wd)
             elif ev.wd in self._levels:
-                seen = seen or bool(ev.mask & (flags.ISDIR | flags.DELETE_SELF))
-            else:
-                seen = True
-                if ev.mask & flags.CREATE and ev.mask & flags.ISDIR and ev.wd in self._paths:
-                    self._add_tree(self._paths[ev.wd] / ev.name)
-        return seen
+                changes.rediscover = changes.rediscover or bool(ev.mask & (flags.ISDIR | flags.DELETE_SELF))
+            elif path is not None:
+                changes.dirs.add(path)
+                if ev.mask & flags.CREATE and ev.mask & flags.ISDIR:
+                    self._add_tree(path / ev.name)
+        return changes
 
     def _add_tree(self, top: Path) -> None:
         self._add(top)

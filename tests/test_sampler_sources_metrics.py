@@ -83,7 +83,10 @@ def test_config_mode_counts_per_source(tmp_path: Path, stop: list[subprocess.Pop
 
     def done() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
         got = _scrape_or_none(port)
-        return got if got and value(got, "sampler_records_total", source="acme-orders") == 3 else None
+        if not got or value(got, "sampler_records_total", source="acme-orders") < 3:
+            return None
+        # the lag is set when the dir's lines are done (the torn one left): wait for that too
+        return got if value(got, "sampler_lag_bytes", source="acme-orders") == 25 else None
 
     got = wait_for(done, 30, "the orders lines counted")
     assert value(got, "sampler_samples_total", source="tree", format="csv", outcome="sample") == 1
@@ -160,6 +163,7 @@ def test_metrics_unit_lag_and_totals() -> None:
     s1, s2 = object(), object()
     m.lag(s1, "a", 100, "1970-01-01T02:46:30Z")  # 9990 s
     m.lag(s2, "a", 0, None)
+    m.settle()
     assert m.as_dict() == {
         "records_read": 1,
         "samples_written": 1,
@@ -169,7 +173,11 @@ def test_metrics_unit_lag_and_totals() -> None:
     }
     assert m._lag_seconds("a") == pytest.approx(10.0)
     m.lag(s1, "a", 0, None)
+    m.settle()
     assert m._lag_seconds("a") == 0.0 and m.as_dict()["lag_bytes"] == 0
     m.lag(s2, "b", 5, None)  # pending, none processed: since the start
+    m.settle()
     now[0] += 2_000_000_000
     assert m._lag_seconds("b") == pytest.approx(2.0)
+    assert m.as_dict()["lag_bytes"] == 5  # s2's bytes moved from "a" to "b"
+    assert m.lag_bytes.labels("a")._value.get() == 0

@@ -19,6 +19,7 @@ import pytest
 
 from ingestor.manifest import ManifestRecord
 from tests.conftest import DaemonProc, ingestor_cmd, sha256_file
+from tests.data_fs import tiny_tmpfs
 from tests.test_metrics import free_port, scrape, value
 from tests.waiting import wait_for
 
@@ -335,3 +336,25 @@ def test_a_lost_ledger_of_sources_is_rebuilt_from_every_datasets_manifests(tmp_p
     assert cli("replay", "--config", str(tree.config), cwd=tmp_path).returncode == 0
     got = sorted((Path(x.source).name, x.status) for x in tree.all_records())
     assert ("again.csv", "duplicate") in got and ("new.csv", "ingested") in got
+
+
+def test_a_source_whose_warehouse_is_full_does_not_hold_the_others_back(
+    tmp_path: Path, run_daemon: Any
+) -> None:
+    full = tmp_path / "full"
+    with tiny_tmpfs(full, "96k"):
+        body = SP + GLOBS.replace('warehouse = "ROOT/warehouse/reports"', f'warehouse = "{full}/reports"')
+        tree = Tree(tmp_path, body)
+        (tree.data / "v" / "a" / "1" / "raw" / "env0").mkdir(parents=True)
+        (tmp_path / "drop" / "reports").mkdir(parents=True)
+        d = run_daemon(tree)
+        big = write(tmp_path / "drop" / "reports" / "big.csv", os.urandom(256 << 10))  # larger than the disk
+        wait_for(lambda: d.event("step_failed"), 30, "the full warehouse's retries")
+        for i in range(20):  # meanwhile the other source lands everything
+            write(tree.data / "v" / "a" / "1" / "raw" / "env0" / f"f{i}.csv", f"{i}\n".encode())
+        wait_for(
+            lambda: len(tree.records(tree.data / "v" / "a" / "1" / "manifests")) == 20, 30, "the other source"
+        )
+        assert big.exists() and tree.records(tmp_path / "manifests" / "reports") == []
+        assert d.alive()
+        d.stop()

@@ -578,6 +578,9 @@ def test_a_landing_dir_of_a_source_puts_its_name_and_values_in_every_line() -> N
     line = ManifestRecord.line_of(record(), str(LANDING), str(WAREHOUSE), tail)
     obj = orjson.loads(line)
     assert obj["source"] == "sp" and obj["dataset"] == {"vendor": "sp", "dataset": "gics", "version": "1.0"}
-    assert line == ManifestRecord.from_record(
-        record(), LANDING, WAREHOUSE, "sp", {"vendor": "sp", "dataset": "gics", "version": "1.0"}
-    ).to_json()
+    assert (
+        line
+        == ManifestRecord.from_record(
+            record(), LANDING, WAREHOUSE, "sp", {"vendor": "sp", "dataset": "gics", "version": "1.0"}
+        ).to_json()
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,6 +187,21 @@ def test_three_sources_land_each_file_in_its_own_dataset_with_its_own_policy(
     text = cli("status", "--config", str(tree.config), cwd=tmp_path).stdout
     assert "source       sp: 3 landing dirs, 15 ingested" in text
     assert d.stop() == 0
+    # the sampler on the same config: each sample in its own source's samples dir
+    sampler = subprocess.run(
+        [sys.executable, "-m", "sampler.cli", "run", "--config", str(tree.config), "--once"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert sampler.returncode == 0, sampler.stderr[-2000:]
+    for v in ("gics/1.0", "gics/2.0", "ratings/1.0"):
+        base = tree.data / "sp" / v
+        for r in tree.records(base / "manifests"):
+            rel = Path(r.warehouse or "").relative_to(base / "bronze")
+            sample = base / "samples" / rel.parent / rel.name.replace(".csv", "_sample.csv")
+            assert sample.read_bytes() == Path(r.warehouse or "").read_bytes()  # one record: all of it
+    acme_rel = Path(acme[0].warehouse or "").relative_to(tmp_path / "warehouse" / "acme" / "orders")
+    assert (tmp_path / "samples" / "acme" / "orders" / acme_rel.parent / "o1_sample.json").is_file()
+    assert not (tmp_path / "samples" / "reports").exists()  # that source has no samples dir
 
 
 def test_a_dataset_made_and_filled_in_one_go_while_running_loses_nothing(

@@ -564,7 +564,7 @@ class _Audit:
         )
         self._each(
             "duplicate_mismatch",
-            "SELECT d.id, d.dup_of, d.mf, d.off, o.id FROM line d "
+            "SELECT d.id, d.dup_of, d.mf, d.off, o.id, d.sha FROM line d "
             f"LEFT JOIN line o ON o.id = d.dup_of AND o.status = '{Status.INGESTED}' "
             f"WHERE d.status = '{Status.DUPLICATE}' AND (o.id IS NULL OR o.sha != d.sha)",
             lambda r: {
@@ -573,6 +573,7 @@ class _Audit:
                 **where(r[2], r[3]),
                 "problem": "original has other content" if r[4] else "no ingested line has that id",
             },
+            keep=self._original_elsewhere_missing,
         )
         self._each(
             "orphan_file",
@@ -617,6 +618,18 @@ class _Audit:
             return os.stat(os.fsdecode(rel), dir_fd=self.root_fd, follow_symlinks=False).st_size
         except FileNotFoundError:
             return -1
+
+    def _original_elsewhere_missing(self, r: Any) -> bool:
+        """A duplicate whose original landed in another landing dir's manifests (``dedup_scope =
+        "global"``) is fine if the ledger holds that original, ingested, with the same content."""
+        if r[4] is not None or self.sites is None:
+            return True
+        row = self.ledger.execute(
+            f"SELECT sha256 FROM files WHERE id = ? AND status = '{Status.INGESTED}' "
+            f"AND state = '{State.MANIFESTED}'",
+            (r[1],),
+        ).fetchone()
+        return row is None or _unhex(row[0]) != r[5]
 
     def _orphan(self, r: Any) -> bool:
         """Still there, and not a landing that was in flight at the snapshot (unfinished_record covers those)."""

@@ -240,6 +240,8 @@ def test_same_content_in_two_datasets_is_two_files_unless_dedup_scope_is_global(
         wait_for(lambda t=tree: len(t.all_records()) == 2, 30, "second copy")  # type: ignore[misc]
         assert sorted(r.status for r in tree.all_records()) == want
         d.stop()
+        v = cli("verify", "--config", str(tree.config), cwd=root)
+        assert v.returncode == 0, v.stdout + v.stderr
 
 
 def test_replay_of_one_source_or_of_paths_lands_only_those(tmp_path: Path) -> None:

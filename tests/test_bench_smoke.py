@@ -110,6 +110,25 @@ def test_compare(tmp_path: Path) -> None:
             assert results[name]["installed"] and results[name]["landed"] > 0
 
 
+def test_sources(tmp_path: Path) -> None:
+    data = run_quick("bench_sources.py", tmp_path)["data"]
+    idle = data["idle"]
+    assert (idle["landing_dirs"], idle["subdirs"]) == (200, 2000)
+    assert idle["inotify_watches"] >= 2200  # every landing dir and env subdirectory
+    assert positive(idle["rss_mb"], idle["hwm_mb"], idle["fds"]) and idle["cpu_pct"] >= 0
+    assert "served" in data["nofile"]
+    scan = data["scan"]
+    for r in [*scan["priming"], *scan["runs"]]:
+        assert r["startup"]["scans"] == (200 if r["layout"] == "many" else 1)
+        # the single landing dir also holds the many daemon's 200 bindings (hidden, never landed)
+        assert scan["files"] <= r["startup"]["files"] <= scan["files"] + 200
+        assert r["file_events"] == 0 and r["new_ledger_rows"] == 0
+        assert positive(r["startup"]["span_s"], r["find_s"], r["peak_rss_mb"])
+    assert [r["layout"] for r in scan["runs"]] == ["single", "many"]
+    assert all(r["periodic"]["files"] == r["startup"]["files"] for r in scan["runs"])
+    assert positive(*scan["ratio"].values())
+
+
 def test_naive_reference_once(tmp_path: Path) -> None:
     """The reference lands a file with its manifest line and ledger row, then exits (--once)."""
     landing = tmp_path / "landing"

@@ -86,11 +86,13 @@ def _bool(text: Any) -> bool:
 
 def _number(kind: type[float] | type[int], low: float, high: float = math.inf) -> Callable[[Any], Any]:
     def parse(text: Any) -> Any:
-        if isinstance(text, bool):
-            raise ValueError(f"{text!r} is not a number")
-        if kind is int and isinstance(text, float):
-            raise ValueError(f"{text!r} is not a whole number")
-        value = kind(text)
+        what = f"{'whole ' if kind is int else ''}number"
+        if isinstance(text, bool) or (kind is int and isinstance(text, float)):
+            raise ValueError(f"{text!r} is not a {what}")
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise ValueError(f"{text!r} is not a {what}") from None
         if kind is float and not math.isfinite(value):
             raise ValueError(f"{text!r} is not a finite number")
         if not low <= value <= high:
@@ -155,6 +157,10 @@ def _path(text: Any) -> Path:
         raise ValueError(f"{text!r} starts or ends with white space")
     return Path(text)
 
+
+# the parsers the sampler's settings table shares (one way to judge a path or a number)
+path_value = _path
+number = _number
 
 # ---------------------------------------------------------------- the table
 

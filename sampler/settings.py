@@ -28,7 +28,6 @@ Two ways to say what to follow:
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from ingestor.logs import LEVELS
+from ingestor.settings import number as _number
+from ingestor.settings import path_value as _path
 from ingestor.units import parse_size
 from sampler.config import Config, ConfigError, check_state_dir
 from sampler.config import read as read_config
@@ -52,39 +53,6 @@ class SettingsError(ValueError):
 
 
 # ---------------------------------------------------------------- parsing
-
-
-def _path(text: Any) -> Path:
-    """A path as given; judged as text, before ``Path`` turns ``""`` into ``"."``."""
-    if not isinstance(text, str | os.PathLike):
-        raise ValueError(f"{text!r} is not a path")
-    text = os.fspath(text)
-    if not isinstance(text, str):
-        raise ValueError(f"{text!r} is not a path")
-    if "\0" in text:
-        raise ValueError("a path cannot hold a NUL byte")
-    if not text.strip():
-        raise ValueError("the path is empty")
-    if text != text.strip():
-        raise ValueError(f"{text!r} starts or ends with white space")
-    return Path(text)
-
-
-def _number(kind: type[float] | type[int], low: float, high: float = math.inf) -> Callable[[Any], Any]:
-    def parse(text: Any) -> Any:
-        if isinstance(text, bool) or (kind is int and isinstance(text, float)):
-            raise ValueError(f"{text!r} is not a {'whole ' if kind is int else ''}number")
-        try:
-            value = kind(text)
-        except (TypeError, ValueError):
-            raise ValueError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
-        if kind is float and not math.isfinite(value):
-            raise ValueError(f"{text!r} is not a finite number")
-        if not low <= value <= high:
-            raise ValueError(f"{text!r} is out of range [{low}, {high}]")
-        return value
-
-    return parse
 
 
 def _bool(text: Any) -> bool:

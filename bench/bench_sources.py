@@ -1,7 +1,7 @@
 """Many landing dirs (issue 13): the idle cost of 200 of them, and the reconciliation scan of seen
 files spread over 200 landing dirs against the same files in one.
 
-    .venv/bin/python bench/bench_sources.py            # 30 s idle window, 1,000,000 files (~15 min)
+    .venv/bin/python bench/bench_sources.py            # 30 s idle window, 1,000,000 files (~10 min)
     .venv/bin/python bench/bench_sources.py --quick    # 5 s, 20,000 files (one to two minutes)
     .venv/bin/python bench/bench_sources.py --record   # and write bench/RESULTS.md
 
@@ -58,7 +58,7 @@ directories, read by one scan.
      must be 0: a file handed on to be hashed makes both).
    A priming round (one daemon each way, not counted) first lets each
    ledger remember its last full scan's size, as a restarted daemon's
-   does; then ``--rounds`` (3; quick 1) rounds alternate the two ways
+   does; then ``--rounds`` (5; quick 1) rounds alternate the two ways
    (single-many, many-single, ...). Medians, and the ratio many / single
    (aim: within 1.10x). Beside each: GNU ``find -type f -printf '%i %s
    %T@\\n'`` over the same landing dirs (warm caches).
@@ -666,7 +666,7 @@ def main() -> None:
     )
     p.add_argument("--vendors", type=int, default=10, help="vendors x 10 datasets x 2 versions landing dirs")
     p.add_argument("--window", type=float, default=None, help="idle window in seconds (default 30; quick 5)")
-    p.add_argument("--rounds", type=int, default=None, help="scan rounds per layout (default 3; quick 1)")
+    p.add_argument("--rounds", type=int, default=None, help="scan rounds per layout (default 5; quick 1)")
     p.add_argument(
         "--scan-interval",
         type=float,
@@ -687,7 +687,7 @@ def main() -> None:
     args = c.parse(p)
     files = args.files or (20_000 if args.quick else 1_000_000)
     window = args.window or (5.0 if args.quick else 30.0)
-    rounds = args.rounds or (1 if args.quick else 3)
+    rounds = args.rounds or (1 if args.quick else 5)
     skip = set(filter(None, args.skip.split(",")))
     root = c.workdir(args.dir, "bench-sources-")
     meta = c.machine({"landing dirs, warehouses, manifests, ledgers": root})

@@ -225,7 +225,8 @@ def test_a_renamed_vendor_dir_lands_under_the_new_paths_values(tmp_path: Path, r
     assert [e["path"] for e in d.event("landing_dir_gone")] == [old]
     assert [e["path"] for e in d.event("landing_dir_found")] == [new]
     (opened,) = tree.landed("open.csv")
-    assert opened.size == len(b"first half,second half\n") and opened.dataset["vendor"] == "sp2"
+    assert opened.size == len(b"first half,second half\n")
+    assert opened.dataset == {"vendor": "sp2", "dataset": "ds", "version": "1"}
     rec = tree.landed("after.csv")[0]
     assert rec.dataset == {"vendor": "sp2", "dataset": "ds", "version": "1"}
     base = tree.data / "sp2" / "ds" / "1"
@@ -298,7 +299,10 @@ def test_a_fifo_and_a_symlink_in_a_landing_dir_are_never_read(tmp_path: Path, ru
     os.symlink("/etc/passwd", env0 / "passwd.csv")
     put(env0, "real.csv")
     wait_for(lambda: tree.landed("real.csv"), 10, "the regular file")
-    rejected = lambda: {Path(e["path"]).name for e in d.event("file_rejected")}  # noqa: E731
+
+    def rejected() -> set[str]:
+        return {Path(e["path"]).name for e in d.event("file_rejected")}
+
     wait_for(lambda: rejected() >= {"pipe.csv", "link.csv", "pipe2.csv", "passwd.csv"}, 10, "each reported")
     assert {Path(r.source).name for r in tree.records()} == {"real.csv"}
     assert (env0 / "pipe.csv").exists() and (env0 / "link.csv").is_symlink() and secret.exists()
@@ -318,6 +322,10 @@ class LimitedDaemon(DaemonProc):
 
     def start(self, wait: bool = True) -> DaemonProc:
         limit = self.nofile
+
+        def lower() -> None:  # in the child, before the exec
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
         self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
@@ -326,7 +334,7 @@ class LimitedDaemon(DaemonProc):
             stderr=self.log_file,
             cwd=self.env.root,
             env={**os.environ, "PYTHONASYNCIODEBUG": "1", **self.environ},
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)),
+            preexec_fn=lower,
         )
         if wait:
             wait_for(lambda: self.event("started") or not self.alive(), 60, "daemon start")

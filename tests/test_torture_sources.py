@@ -23,6 +23,7 @@ kills, files, seconds and lost/doubled.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -313,20 +314,23 @@ def test_one_lander_death_rebuilds_the_shared_pool_once(tmp_path: Path, daemons:
     assert d.proc is not None
     pid = d.proc.pid
     seen: set[int] = set()
+
+    def progressed(lines: int) -> bool:
+        return all(len(e.records()) > lines for e in envs) or not d.alive()
+
+    def fresh() -> list[int] | bool:
+        return [p for p in _landers(pid) if p not in seen] or not d.alive()
+
     for n in range(kills):
         # every landing dir has lines and work left: each has batches queued in the pool
-        wait_for(
-            lambda n=n: all(len(e.records()) > 20 * (n + 1) for e in envs) or not d.alive(), 30, "progress"
-        )
+        wait_for(functools.partial(progressed, 20 * (n + 1)), 30, "progress")
         assert all(len(e.records()) < per for e in envs), "too fast: a dataset had nothing left in flight"
         # a lander of the pool now (one of a pool already broken may still be exiting)
-        landers = wait_for(
-            lambda: [p for p in _landers(pid) if p not in seen] or not d.alive(), 30, "a lander"
-        )
-        assert d.alive(), d.log_text()[-3000:]
+        landers = wait_for(fresh, 30, "a lander")
+        assert d.alive() and isinstance(landers, list), d.log_text()[-3000:]
         seen.update(_landers(pid))
         os.kill(landers[0], signal.SIGKILL)
-        wait_for(lambda c=n + 1: len(d.event("lander_process_died")) >= c, 30, "the death noticed")
+        wait_for(lambda: len(d.event("lander_process_died")) > n, 30, "the death noticed")  # noqa: B023
     wait_for(lambda: all(len(e.ingested()) == per for e in envs) or not d.alive(), 120, "all landed")
     died = d.event("lander_process_died")
     clean_log(d)

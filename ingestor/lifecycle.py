@@ -35,6 +35,7 @@ import functools
 import os
 import resource
 import signal
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from typing import Any
 import ulid
 
 from ingestor import logs, systemd
-from ingestor.errors import Fatal, Refused
+from ingestor.errors import Fatal, Refused, Retryable
 from ingestor.fsops import replaced
 from ingestor.heartbeat import heartbeat
 from ingestor.landing import Landing, RunStats
@@ -57,6 +58,8 @@ from ingestor.watch import InotifyHub, InotifyWatcher, WatchdogWatcher
 
 LANDING_POLL_SECONDS = 1.0  # how often a literal landing path that names no directory is looked at
 RETRY_ROUNDS = 3  # a replay gives up on records still failing after this many retries
+FD_PER_LANDING_DIR = 8  # its descriptor, three bindings, the temporary dir, room for its scan
+FD_RESERVE = 128  # kept free for the ledger's connections, scans, lander pipes, the metrics
 
 
 class Served:
@@ -197,6 +200,7 @@ class Daemon:
         self._lost_landing = False  # a replay's landing dir was replaced
         self._tasks: list[asyncio.Task[Any]] = []
         self._starting: set[str] = set()
+        self._said_refused: set[str] = set()  # landing dirs refused, said once
 
     # ------------------------------------------------------------ the life
 
@@ -311,10 +315,31 @@ class Daemon:
             watched.update(new)
 
     def _refused_dir(self, path: Path, cause: str) -> None:
+        """A directory that is not served: said once (until it is served), tried again at
+        every discovery."""
         key = str(path)
-        if key not in self.gone:
-            self.gone.add(key)
-            self.log.warning("landing_dir_refused", path=os.fsdecode(os.fsencode(key)), cause=cause)
+        if key not in self._said_refused:
+            self._said_refused.add(key)
+            self.log.warning("landing_dir_refused", path=key, cause=cause)
+
+    def _open_site(self, site: Site, *, create: bool) -> SiteStages:
+        """In a thread: check a landing dir's paths as the plain settings are, then open it."""
+        problem = site_ok(site)
+        if problem is not None:
+            raise Refused(problem)
+        return self.stages.open_site(site, create=create)
+
+    def _room_for_landing_dirs(self) -> int:
+        """How many more landing dirs the descriptors allow (their own, their bindings),
+        keeping ``FD_RESERVE`` for the ledger's connections, scans, lander pipes, the metrics."""
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        try:
+            used = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            return 1 << 30  # no /proc: nothing to go by, the open itself says
+        if soft == resource.RLIM_INFINITY:
+            return 1 << 30
+        return (soft - FD_RESERVE - used) // FD_PER_LANDING_DIR
 
     def _level_event(self, _path: Path, _name: str) -> None:
         self._discover.set()
@@ -323,21 +348,24 @@ class Daemon:
         """Open, recover and serve landing dirs not served yet."""
         loop = asyncio.get_running_loop()
         opened: list[Served] = []
+        room = self._room_for_landing_dirs()
         for src, site in found:
             if site.key in self.sites or site.key in self._starting or self.stopping.is_set():
                 continue
-            problem = site_ok(site)
-            if problem is not None:
-                if src.path.literal:
-                    raise Refused(problem)
-                self._refused_dir(site.landing, problem)
+            room -= 1
+            if room < 0:
+                self._refused_dir(
+                    site.landing,
+                    "no file descriptors left for another landing dir (RLIMIT_NOFILE): raise "
+                    "LimitNOFILE; tried again at the next discovery",
+                )
                 continue
             self._starting.add(site.key)
             try:
                 st = await loop.run_in_executor(
-                    None, functools.partial(self.stages.open_site, site, create=src.path.literal)
+                    None, functools.partial(self._open_site, site, create=src.path.literal)
                 )
-            except (Refused, Fatal) as exc:
+            except (Refused, Fatal, OSError) as exc:
                 if at_start and src.path.literal:
                     raise
                 if src.path.literal and isinstance(exc, Refused):
@@ -349,6 +377,7 @@ class Daemon:
                 self._starting.discard(site.key)
             served = Served(self, st)
             self.sites[site.key] = served
+            self._said_refused.discard(site.key)
             if at_start and not self.one_shot:
                 await served.scanner.prestart()
             if site.key in self.gone:
@@ -446,11 +475,20 @@ class Daemon:
                     await v.scanner.scan()
 
     async def recover(self) -> None:
-        """Adopt and finish the records of dead owners; what failed again goes to the retrier."""
+        """Adopt and finish the records of dead owners; what failed again goes to the retrier.
+
+        A pass that cannot run (no descriptor left, the ledger busy) is said and
+        tried again at the next full scan: nothing it would adopt is lost.
+        """
         served = {v.site.site_id: v for v in self.sites.values()}
-        done = await asyncio.get_running_loop().run_in_executor(
-            None, self.stages.recover, {i: v.st for i, v in served.items()}
-        )
+        try:
+            done = await asyncio.get_running_loop().run_in_executor(
+                None, self.stages.recover, {i: v.st for i, v in served.items()}
+            )
+        except (OSError, sqlite3.Error, Retryable) as exc:
+            self.metrics.error("retryable")
+            self.log.warning("recovery_failed", error=str(exc), hint="tried again at the next full scan")
+            return
         for site_id, out in done.items():
             served[site_id].landing.apply(out)
 

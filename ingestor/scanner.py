@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -121,9 +122,18 @@ class Scanner:
             await self.scan()
 
     async def scan(self) -> None:
-        """One scan of everything asked for since the last one (one at a time)."""
+        """One scan of everything asked for since the last one (one at a time).
+
+        A scan that fails on the environment (no descriptor left, an
+        unreadable directory on the way, the ledger busy) is said and done
+        again at the next full scan: the landing dir is still served.
+        """
         async with self._one:
-            await self._scan()
+            try:
+                await self._scan()
+            except (OSError, sqlite3.Error, Retryable) as exc:
+                self.metrics.error("retryable")
+                self.log.warning("scan_failed", error=str(exc), hint="scanned again at the next full scan")
 
     async def _scan(self) -> None:
         loop = asyncio.get_running_loop()

@@ -190,8 +190,14 @@ class Stages:
         except BaseException:
             self._unbind(held)
             raise
+        try:
+            for b in held:
+                b.commit(self.ledger.id, self.s.state_path)
+        except OSError as exc:  # the directory went away meanwhile, or no descriptor left
+            os.close(landing_fd)
+            self._unbind(held)
+            raise Fatal("start", str(exc.filename or s.input), exc.strerror or str(exc), "retried") from exc
         for b in held:
-            b.commit(self.ledger.id, self.s.state_path)
             if b.pending:
                 self.log.warning(
                     "binding_deferred",

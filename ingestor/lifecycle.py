@@ -94,6 +94,8 @@ class Served:
             st, r, m, self.log, one_shot=daemon.one_shot, recover=daemon.recover,
             landing_replaced=self.landing_replaced, refused=daemon.refuse,
         )  # fmt: skip
+        if not daemon.config.plain:
+            self.scanner.where = {"path": str(s.input)}
         self.landing = Landing(
             s, st, r, m, self.log, one_shot=daemon.one_shot, stats=daemon.stats,
             progress=daemon.progress, stopping=self.stopping, ask_scan=self.scanner.ask,
@@ -394,6 +396,7 @@ class Daemon:
             v.start_tasks()
             paths = self.only.get(v.key) if self.only is not None else None
             v.scanner.targets.update(paths if paths is not None else [""])
+            v.scanner.recovered_at_start = True  # the recovery pass above
             if not self.one_shot:
                 v.scanner.request.set()
             if not at_start:
@@ -469,10 +472,11 @@ class Daemon:
     async def _scan_ticker(self) -> None:
         """Every ``scan_interval``, a full scan of each landing dir, one after the other."""
         while not await wait_event(self.stopping, self.s.scan_interval):
+            await self.recover()  # once a pass, not once a landing dir
             for v in list(self.sites.values()):
                 if not v.stopping.is_set():
                     v.scanner.targets.add("")
-                    await v.scanner.scan()
+                    await v.scanner.scan(recovered=True)
 
     async def recover(self) -> None:
         """Adopt and finish the records of dead owners; what failed again goes to the retrier.

@@ -86,6 +86,8 @@ class Scanner:
         self.last_full_scan = -1  # files seen by the last full scan; -1 before the first
         self.prestarted: scanhelpers.ScanHelpers | None = None  # for the first scan
         self._one = asyncio.Lock()
+        self.where: dict[str, str] = {}  # what scan_done says of the landing dir (with sources)
+        self.recovered_at_start = False  # the daemon recovered just before the first full scan
 
     def ask(self, rel: str) -> None:
         """Scan below ``rel`` soon ("" is everything)."""
@@ -121,8 +123,9 @@ class Scanner:
                 self.targets.add("")
             await self.scan()
 
-    async def scan(self) -> None:
-        """One scan of everything asked for since the last one (one at a time).
+    async def scan(self, *, recovered: bool = False) -> None:
+        """One scan of everything asked for since the last one (one at a time);
+        ``recovered``: the caller ran the recovery pass a full scan begins with.
 
         A scan that fails on the environment (no descriptor left, an
         unreadable directory on the way, the ledger busy) is said and done
@@ -130,12 +133,12 @@ class Scanner:
         """
         async with self._one:
             try:
-                await self._scan()
+                await self._scan(recovered)
             except (OSError, sqlite3.Error, Retryable) as exc:
                 self.metrics.error("retryable")
                 self.log.warning("scan_failed", error=str(exc), hint="scanned again at the next full scan")
 
-    async def _scan(self) -> None:
+    async def _scan(self, recovered: bool) -> None:
         loop = asyncio.get_running_loop()
         self.request.clear()
         targets, self.targets = self.targets, set()
@@ -148,8 +151,9 @@ class Scanner:
         full = "" in targets
         if full:
             targets = {""}
-            if not self.one_shot:
+            if not self.one_shot and not recovered and not self.recovered_at_start:
                 await self.recover()
+            self.recovered_at_start = False
         else:  # drop targets inside other targets
             targets = {t for t in targets if not any(t.startswith(o + "/") for o in targets)}
         started = time.monotonic()
@@ -177,7 +181,11 @@ class Scanner:
         if refused is not None:
             self.refused(refused)
         self.log.info(
-            "scan_done", files=seen, seconds=round(time.monotonic() - started, 3), helpers=helpers.started
+            "scan_done",
+            files=seen,
+            seconds=round(time.monotonic() - started, 3),
+            helpers=helpers.started,
+            **self.where,
         )
 
     def _walk(

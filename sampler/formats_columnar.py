@@ -177,6 +177,11 @@ def sample_orc(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
     except SampleError:
         raise
     except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
+        if f.capped:  # pyarrow reads a whole stripe: this one is larger than the cap
+            raise SampleError(
+                ErrorKind.TOO_LARGE,
+                f"the first stripe needs more than the byte cap of {limits.max_bytes} bytes",
+            ) from exc
         raise SampleError(ErrorKind.MALFORMED, f"not readable as ORC: {exc}") from exc
     notes = ["first rows"] if more else []
     if user_metadata:

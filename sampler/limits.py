@@ -114,6 +114,7 @@ class BoundedFile:
         self.budget = budget
         self.pos = 0
         self.closed = False
+        self.capped = False  # a read hit the byte cap (a library may wrap the CapReached)
 
     def read(self, n: int = -1) -> bytes:
         remaining = self.size - self.pos
@@ -124,6 +125,7 @@ class BoundedFile:
             return b""
         allowed = self.budget.allow(want)
         if allowed == 0 or (self.strict and allowed < want):
+            self.capped = True
             raise CapReached(self.budget.max_bytes)
         try:
             data = os.pread(self.fd, allowed, self.pos)

@@ -163,3 +163,16 @@ def test_orc_empty_file_keeps_the_schema(tmp_path: Path) -> None:
     out, result, _ = sample_path(path, sample_orc, Limits(rows=10), strict=True)
     back = orc.ORCFile(io.BytesIO(out))
     assert back.schema.equals(orc.ORCFile(path).schema) and back.nrows == 0 and result.rows == 0
+
+
+@pytest.mark.parametrize("codec", ["zstd", "uncompressed"])
+def test_orc_first_stripe_over_the_cap_is_too_large_not_malformed(tmp_path: Path, codec: str) -> None:
+    """pyarrow reads a whole stripe: one larger than the byte cap is too large (found by
+    bench_sampler at 2 GB with 64 MiB zstd stripes, reported as malformed)."""
+    src = pa.table({"v": [os.urandom(32).hex() for _ in range(100_000)]})
+    path = tmp_path / "big.orc"
+    orc.write_table(src, path, compression=codec, stripe_size=64 << 20)
+    assert orc.ORCFile(path).nstripes == 1
+    with pytest.raises(SampleError) as err:
+        sample_path(path, sample_orc, Limits(rows=10, max_bytes=1 << 20), strict=True)
+    assert err.value.kind is ErrorKind.TOO_LARGE

@@ -169,7 +169,6 @@ class Daemon:
         config: Config | Settings,
         *,
         one_shot: bool = False,
-        paths: list[str] | None = None,
         progress: Progress | None = None,
         only: dict[str, list[str] | None] | None = None,
     ) -> None:
@@ -183,8 +182,6 @@ class Daemon:
         self.one_shot = one_shot
         # replay: landing dirs (keys) to their paths to scan; None: everything
         self.only = only
-        if paths is not None and config.plain:
-            self.only = {str(self.s.input): paths}
         self.progress = progress
         self.metrics = Metrics()
         self.stats = RunStats()

@@ -398,7 +398,7 @@ class Daemon:
                 v.scanner.request.set()
             if not at_start:
                 self.log.info(
-                    "landing_dir_found", path=str(v.s.input), source=v.site.source, **v.site.dataset
+                    "landing_dir_found", path=str(v.s.input), source=v.site.source, dataset=v.site.dataset
                 )
 
     async def _watch(self, v: Served) -> None:

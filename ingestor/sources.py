@@ -164,6 +164,11 @@ def _source(
         values[key] = parse_value(key, value, f"value in {where}")
     try:
         path = _template(path_text, "path", cwd)
+        clash = set(path.names) & (FIELDS | {"source"})
+        if clash:
+            raise TemplateError(
+                f"path {path_text!r}: placeholder(s) {sorted(clash)} are layout fields; choose other names"
+            )
         values["input"] = Path(path.text)
         templates: dict[str, Template | None] = {}
         for key in TEMPLATED:

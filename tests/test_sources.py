@@ -222,7 +222,7 @@ def test_a_dataset_made_and_filled_in_one_go_while_running_loses_nothing(
     assert got == expected
     found = d.event("landing_dir_found")
     assert len(found) == 6
-    assert {f["dataset"] for f in found} == {f"ds{k}" for k in range(6)}
+    assert {f["dataset"]["dataset"] for f in found} == {f"ds{k}" for k in range(6)}
 
 
 def test_same_content_in_two_datasets_is_two_files_unless_dedup_scope_is_global(
@@ -307,6 +307,7 @@ BAD = [
     ('[[source]]\nname = "a"\npath = "ROOT/d"\nmanifests = "ROOT/w/m"\nwarehouse = "ROOT/w"\n', "overlap"),
     ('[[source]]\nname = "a"\npath = "/{x}"\n', "cannot be /"),
     ('[[source]]\nname = "a"\npath = "ROOT/d"\nbogus = 1\n', "unknown setting"),
+    ('[[source]]\nname = "a"\npath = "ROOT/d/{name}/raw"\n', "layout fields"),
 ]
 
 

@@ -94,6 +94,7 @@ class Served:
             st, r, m, self.log, one_shot=daemon.one_shot, recover=daemon.recover,
             landing_replaced=self.landing_replaced, refused=daemon.refuse,
         )  # fmt: skip
+        self.scanner.slots = daemon.scan_slots
         if not daemon.config.plain:
             self.scanner.where = {"path": str(s.input)}
         self.landing = Landing(
@@ -199,6 +200,7 @@ class Daemon:
         self._lost_landing = False  # a replay's landing dir was replaced
         self._tasks: list[asyncio.Task[Any]] = []
         self._starting: set[str] = set()
+        self.scan_slots = asyncio.Semaphore(max(1, os.cpu_count() or 1))  # scans at once, all dirs
         self._said_refused: set[str] = set()  # landing dirs refused, said once
 
     # ------------------------------------------------------------ the life
@@ -468,12 +470,16 @@ class Daemon:
 
     async def _scan_ticker(self) -> None:
         """Every ``scan_interval``, a full scan of each landing dir, one after the other."""
+
+        async def full(v: Served) -> None:
+            if not v.stopping.is_set():
+                v.scanner.targets.add("")
+                await v.scanner.scan(recovered=True)
+
         while not await wait_event(self.stopping, self.s.scan_interval):
             await self.recover()  # once a pass, not once a landing dir
-            for v in list(self.sites.values()):
-                if not v.stopping.is_set():
-                    v.scanner.targets.add("")
-                    await v.scanner.scan(recovered=True)
+            # every landing dir, as many at once as there are scan slots (one per core)
+            await asyncio.gather(*(full(v) for v in list(self.sites.values())))
 
     async def recover(self) -> None:
         """Adopt and finish the records of dead owners; what failed again goes to the retrier.

@@ -469,7 +469,8 @@ class Daemon:
         ]
 
     async def _scan_ticker(self) -> None:
-        """Every ``scan_interval``, a full scan of each landing dir, one after the other."""
+        """Every ``scan_interval``: one recovery pass, then a full scan of each landing dir
+        (as many at once as the daemon has scan slots, one per core)."""
 
         async def full(v: Served) -> None:
             if not v.stopping.is_set():

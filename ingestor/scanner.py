@@ -86,8 +86,8 @@ class Scanner:
         self.last_full_scan = -1  # files seen by the last full scan; -1 before the first
         self.prestarted: scanhelpers.ScanHelpers | None = None  # for the first scan
         self._one = asyncio.Lock()
-        # scans running at once in the daemon, all landing dirs together (the daemon's; one
-        # per core: 200 landing dirs scanned at once only fight over the GIL and the executor)
+        # the daemon's scan slot, all landing dirs together: 200 landing dirs scanned at once
+        # only fight over the GIL and the executor (lifecycle.Daemon.scan_slots)
         self.slots: asyncio.Semaphore | asyncio.Lock = asyncio.Lock()
         self.where: dict[str, str] = {}  # what scan_done says of the landing dir (with sources)
         self.recovered_at_start = False  # the daemon recovered just before the first full scan

@@ -79,13 +79,13 @@ class InotifyHub:
         self.on_level = on_level
         self.inotify: INotify | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self.owners: dict[int, InotifyWatcher] = {}  # a landing dir's (or its subdir's) wd
         self.parents: dict[int, set[InotifyWatcher]] = {}
         self.levels: dict[int, Path] = {}
         self.events = 0
         self.overflows = 0
-        self._watchers: set[InotifyWatcher] = set()
+        self.watchers: set[InotifyWatcher] = set()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.inotify = INotify(nonblocking=True)
@@ -111,7 +111,7 @@ class InotifyHub:
             wd = self.add(path, LEVEL_MASK)
         except OSError:
             return False
-        with self._lock:
+        with self.lock:
             self.levels[wd] = path
         return True
 
@@ -130,12 +130,12 @@ class InotifyHub:
             if ev.mask & flags.Q_OVERFLOW:
                 self.overflows += 1
                 self.log.warning("inotify_overflow", hint="events were lost; rescanning everything")
-                for w in list(self._watchers):
+                for w in list(self.watchers):
                     w.sink.overflow()
                 if self.on_level is not None:
                     self.on_level(Path("/"), "")
                 continue
-            with self._lock:
+            with self.lock:
                 owner = self.owners.get(ev.wd)
                 parents = self.parents.get(ev.wd, ())
                 level = self.levels.get(ev.wd)
@@ -188,12 +188,12 @@ class InotifyWatcher:
         if self.hub.inotify is None:
             self.hub.start(loop)
         hub = self.hub
-        hub._watchers.add(self)
+        hub.watchers.add(self)
         # The landing dir's own IN_DELETE_SELF never comes while the daemon holds it open
         # (its descriptor keeps the inode): its parent says when its name goes away.
         try:
             self._parent_wd = hub.add(self.landing.parent, PARENT_MASK)
-            with hub._lock:
+            with hub.lock:
                 hub.parents.setdefault(self._parent_wd, set()).add(self)
         except OSError as exc:  # the scan's check of the landing dir's identity still covers it
             self.log.warning("watch_failed", path=str(self.landing.parent), error=exc.strerror)
@@ -209,8 +209,8 @@ class InotifyWatcher:
         hub = self.hub
         if hub is None:
             return
-        hub._watchers.discard(self)
-        with hub._lock:
+        hub.watchers.discard(self)
+        with hub.lock:
             hub.parents.get(self._parent_wd, set()).discard(self)
             wds = [wd for wd in self._dirs if hub.owners.get(wd) is self]
             for wd in wds:
@@ -247,7 +247,7 @@ class InotifyWatcher:
         with self._lock:
             self._dirs[wd] = rel
             self._failed.discard(rel)
-        with hub._lock:
+        with hub.lock:
             hub.owners[wd] = self
 
     @property

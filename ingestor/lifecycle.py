@@ -233,12 +233,8 @@ class Daemon:
             s, owner=self.owner, one_shot=self.one_shot, stop=self._stop_threads, log=self.log,
             plain=self.config.plain,
         )  # fmt: skip
-        self.metrics.bind_gauges(
-            lambda: sum(len(v.readiness.ready) for v in self.sites.values()),
-            lambda: sum(len(v.readiness.pending) for v in self.sites.values()),
-            lambda: sum(len(v.readiness.busy) for v in self.sites.values()),
-            lambda: sum(len(v.landing.retry) for v in self.sites.values()),
-        )
+        for src in self.config.sources:
+            self._bind_gauges(src.name)
         try:
             if not self.one_shot and s.watcher in (WatcherKind.AUTO, WatcherKind.INOTIFY):
                 self.hub = self._start_hub()
@@ -273,6 +269,20 @@ class Daemon:
                 self.hub.close()
             await loop.run_in_executor(None, stages.close)
         return self._stopped()
+
+    def _bind_gauges(self, source: str) -> None:
+        """A source's gauges: the sum over its landing dirs served now."""
+
+        def of(source: str = source) -> list[Served]:
+            return [v for v in list(self.sites.values()) if v.site.source == source]
+
+        self.metrics.bind_gauges(
+            source,
+            lambda: sum(len(v.readiness.ready) for v in of()),
+            lambda: sum(len(v.readiness.pending) for v in of()),
+            lambda: sum(len(v.readiness.busy) for v in of()),
+            lambda: sum(len(v.landing.retry) for v in of()),
+        )
 
     def _start_hub(self) -> InotifyHub | None:
         hub = InotifyHub(self.log, on_level=self._level_event)

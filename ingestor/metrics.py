@@ -66,12 +66,14 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "ingestor_queue_depth", "Files judged complete, waiting for a worker", registry=r
+            "ingestor_queue_depth", "Files judged complete, waiting for a worker", ["source"], registry=r
         )
-        self.waiting = Gauge("ingestor_files_waiting", "Files waiting for stability or a sidecar", registry=r)
-        self.in_flight = Gauge("ingestor_files_in_flight", "Files handed to workers", registry=r)
+        self.waiting = Gauge(
+            "ingestor_files_waiting", "Files waiting for stability or a sidecar", ["source"], registry=r
+        )
+        self.in_flight = Gauge("ingestor_files_in_flight", "Files handed to workers", ["source"], registry=r)
         self.retrying = Gauge(
-            "ingestor_records_retrying", "Records waiting to redo a failed step", registry=r
+            "ingestor_records_retrying", "Records waiting to redo a failed step", ["source"], registry=r
         )
         self._lock = threading.Lock()
         self.landed_files = 0
@@ -82,15 +84,17 @@ class Metrics:
 
     def bind_gauges(
         self,
+        source: str,
         depth: Callable[[], int],
         waiting: Callable[[], int],
         busy: Callable[[], int],
         retrying: Callable[[], int],
     ) -> None:
-        self.queue_depth.set_function(depth)
-        self.waiting.set_function(waiting)
-        self.in_flight.set_function(busy)
-        self.retrying.set_function(retrying)
+        """One source's gauges, read from the loop's state when scraped."""
+        self.queue_depth.labels(source).set_function(depth)
+        self.waiting.labels(source).set_function(waiting)
+        self.in_flight.labels(source).set_function(busy)
+        self.retrying.labels(source).set_function(retrying)
 
     def source_seen(self, source: str) -> None:
         """Export a source's series from the start, at 0 (a dashboard tells 0 from none)."""

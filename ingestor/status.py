@@ -234,8 +234,9 @@ def read_daemon(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> dic
     out: dict[str, Any] = {"url": url, "errors_by_kind": {}}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name in _GAUGES:
-                out[_GAUGES[sample.name]] = int(sample.value)
+            if sample.name in _GAUGES:  # one sample per source: the daemon's is their sum
+                key = _GAUGES[sample.name]
+                out[key] = out.get(key, 0) + int(sample.value)
             elif sample.name == "ingestor_errors_total":
                 out["errors_by_kind"][sample.labels.get("kind", "?")] = int(sample.value)
     if not any(k in out for k in _GAUGES.values()):

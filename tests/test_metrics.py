@@ -98,7 +98,9 @@ def test_endpoint_during_a_burst(env: Env, daemon, port: int) -> None:
     landed = [value(s, "ingestor_files_total", source="default", status="ingested") for s in seen]
     assert landed == sorted(landed), "a counter went down"
     assert any(0 < n < count for n in landed), f"never saw the counter mid-burst: {sorted(set(landed))}"
-    assert max(value(s, "ingestor_files_waiting") for s in seen) > 0, "files never waited for stability"
+    assert max(value(s, "ingestor_files_waiting", source="default") for s in seen) > 0, (
+        "files never waited for stability"
+    )
     last = seen[-1]
     assert value(last, "ingestor_files_total", source="default", status="ingested") == count
     assert value(last, "ingestor_bytes_total", source="default") == count * size

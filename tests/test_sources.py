@@ -178,6 +178,9 @@ def test_three_sources_land_each_file_in_its_own_dataset_with_its_own_policy(
     assert value(m, "ingestor_files_total", source="sp", status="ingested") == 15
     assert value(m, "ingestor_files_total", source="acme-orders", status="ingested") == 1
     assert value(m, "ingestor_files_total", source="reports", status="ingested") == 1
+    for source in ("sp", "acme-orders", "reports"):  # the gauges, one series per source
+        for gauge in ("ingestor_files_waiting", "ingestor_queue_depth", "ingestor_files_in_flight"):
+            assert (gauge, (("source", source),)) in m["samples"], (gauge, source)
     st = cli("status", "--config", str(tree.config), "--json", cwd=tmp_path)
     assert st.returncode == 0, st.stderr
     by_source = orjson.loads(st.stdout)["sources"]

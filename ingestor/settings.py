@@ -161,6 +161,7 @@ def _path(text: Any) -> Path:
 # the parsers the sampler's settings table shares (one way to judge a path or a number)
 path_value = _path
 number = _number
+port_value = _port
 
 # ---------------------------------------------------------------- the table
 

@@ -37,6 +37,7 @@ from typing import Any
 from ingestor.logs import LEVELS
 from ingestor.settings import number as _number
 from ingestor.settings import path_value as _path
+from ingestor.settings import port_value as _port
 from ingestor.units import parse_size
 from sampler.config import Config, ConfigError, check_state_dir
 from sampler.config import read as read_config
@@ -77,12 +78,6 @@ def _level(text: Any) -> str:
     if low not in LEVELS:
         raise ValueError(f"{text!r} is not a log level")
     return low
-
-
-def _port(text: Any) -> int | None:
-    if text is None or str(text).strip().lower() in ("", "none", "off"):
-        return None
-    return int(_number(int, 1, 65535)(text))
 
 
 # ---------------------------------------------------------------- the table

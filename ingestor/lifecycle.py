@@ -1,4 +1,4 @@
-"""Lifecycle: a daemon (or a one-shot replay) from start to stop.
+"""Lifecycle: a daemon (or a one-shot replay) from start to stop, for every landing dir.
 
     watch ─hint─┐
     scanner ────┼─► Readiness ─ready─► Landing ─► Worker.land (threads or lander processes)
@@ -6,26 +6,35 @@
     recovery (dead owners) / retries ─────┴─► Worker.finish
 
 ``Daemon.run`` is the whole life, in order (as uvicorn's ``Server._serve``):
-start (open the stages: ledger, bindings, worker; ``stages.py``), recover
-(adopt and finish the records of dead owners: a crash, a ``kill -9``),
-serve (watch, scan, land; events, periodic scans that also recover, retries
-with back-off), drain (in-flight batches finish, within
-``shutdown_timeout``, then long reads are told to stop: nothing half-done
-is recorded), stop (close the stages). SIGTERM and SIGINT ask for the stop.
+start (open what every landing dir shares: ledger, pools, one inotify
+descriptor; ``stages.py``), find the landing dirs (each source's path, its
+placeholders matched against the directories there now) and serve each
+(``served.py``: its bindings, worker, readiness, scanner, landing, watches),
+recover (adopt and finish the records of dead owners: a crash, a ``kill
+-9``), serve (events, the scan schedule: one recovery pass then a full scan of
+every landing dir each ``scan_interval``, one scan at a time; retries with
+back-off; discovery of new landing dirs through watches on the directories
+above them), drain (in-flight batches finish, within ``shutdown_timeout``,
+then long reads are told to stop: nothing half-done is recorded), stop (close
+everything). SIGTERM and SIGINT ask for the stop.
 
-If the landing path stops naming the directory being served (deleted,
-renamed away, replaced, unmounted), the cycle ends as a stop does and
-``run`` waits for a directory at the path and serves it: nothing more is
-landed from the old one. A replay (``one_shot``) exits 1 instead.
+A landing dir whose path stops naming the directory being served (deleted,
+renamed away, replaced, unmounted) is let go alone: its in-flight batches
+finish, nothing more is landed from it; a literal path is served again once a
+directory is back there, a placeholder's match once discovery finds one. A
+replay (``one_shot``) exits 1 instead. A landing dir that cannot be opened
+(refused, gone meanwhile, no descriptor left) is said once and tried again at
+the next discovery; the others go on.
 
-``one_shot`` (``ingestor replay``): no watcher, one scan, the end when
-nothing is pending. Safe beside a running daemon: each process only finishes
-records of owners that are dead, and every claim is decided in a ledger
-transaction.
+``one_shot`` (``ingestor replay``): no watcher, one scan of each landing dir,
+the end when nothing is pending anywhere. Safe beside a running daemon: each
+process only finishes records of owners that are dead, and every claim is
+decided in a ledger transaction.
 
-Ownership: one asyncio loop coordinates, and every field here is the loop's;
-everything that blocks runs in threads (``stages``, the workers, the scans),
-which hand results back to the loop.
+Ownership: one asyncio loop coordinates, and every field here and in
+``served.py`` is the loop's; everything that blocks runs in threads
+(``stages``, the workers, the scans, discovery), which hand results back to
+the loop.
 """
 
 from __future__ import annotations
@@ -46,11 +55,11 @@ from ingestor import logs, systemd
 from ingestor.errors import Fatal, Refused, Retryable
 from ingestor.fsops import replaced
 from ingestor.heartbeat import heartbeat
-from ingestor.landing import Landing, RunStats
+from ingestor.landing import RunStats
 from ingestor.metrics import Metrics
 from ingestor.progress import Progress
-from ingestor.ready import Readiness, wait_event
-from ingestor.scanner import Scanner
+from ingestor.ready import wait_event
+from ingestor.served import Served
 from ingestor.settings import Settings, WatcherKind
 from ingestor.sources import Config, Site, Source, site_ok
 from ingestor.stages import SiteStages, Stages
@@ -60,108 +69,6 @@ LANDING_POLL_SECONDS = 1.0  # how often a literal landing path that names no dir
 RETRY_ROUNDS = 3  # a replay gives up on records still failing after this many retries
 FD_PER_LANDING_DIR = 8  # its descriptor, three bindings, the temporary dir, room for its scan
 FD_RESERVE = 128  # kept free for the ledger's connections, scans, lander pipes, the metrics
-
-
-class Served:
-    """One landing dir being served: its readiness, scanner, landing and watcher (the loop's)."""
-
-    def __init__(self, daemon: Daemon, st: SiteStages) -> None:
-        self.daemon = daemon
-        self.st = st
-        self.site = st.site
-        s = self.s = st.s
-        self.source = daemon.sources[self.site.source]
-        self.log = daemon.log if daemon.config.plain else daemon.log.bind(source=self.site.source)
-        self.stopping = asyncio.Event()
-        self.replaced: str | None = None
-        self.watcher: InotifyWatcher | WatchdogWatcher | None = None
-        self.tasks: list[asyncio.Task[Any]] = []
-        m = daemon.metrics
-        m.source_seen(self.site.source)
-        self.readiness = r = Readiness(
-            landing=s.input,
-            mode=s.mode,
-            stability_seconds=s.stability_seconds,
-            sidecar_suffix=s.sidecar_suffix,
-            ignore_suffixes=s.ignore_suffixes,
-            include=s.include,
-            exclude=s.exclude,
-            log=self.log,
-            one_shot=daemon.one_shot,
-            count_problem=m.error,
-        )
-        self.scanner = Scanner(
-            st, r, m, self.log, one_shot=daemon.one_shot, recover=daemon.recover,
-            landing_replaced=self.landing_replaced, refused=daemon.refuse,
-        )  # fmt: skip
-        self.scanner.slots = daemon.scan_slots
-        if not daemon.config.plain:
-            self.scanner.where = {"path": str(s.input)}
-        self.landing = Landing(
-            s, st, r, m, self.log, one_shot=daemon.one_shot, stats=daemon.stats,
-            progress=daemon.progress, stopping=self.stopping, ask_scan=self.scanner.ask,
-            landing_replaced=self.landing_replaced, source=self.site.source,
-        )  # fmt: skip
-        if daemon.stopping.is_set():
-            self.stopping.set()
-
-    @property
-    def key(self) -> str:
-        return self.site.key
-
-    def start_tasks(self) -> None:
-        d, s = self.daemon, self.s
-        self.tasks.append(d.task(self.readiness.run(), "readiness"))
-        self.tasks += [d.task(self.landing.lander(), f"lander-{i}") for i in range(s.concurrency)]
-        self.tasks.append(d.task(self.landing.retrier(), "retrier"))
-        if not d.one_shot:
-            self.tasks.append(d.task(self.scanner.run(None), "scanner"))
-
-    def landing_replaced(self, cause: str) -> None:
-        """The landing path no longer names the directory being served.
-
-        Nothing more is landed from it: its files are outside the landing dir
-        now (``mv L L.old``), or gone. Its in-flight batches finish; the
-        directory at the path is served once there is one.
-        """
-        if self.replaced is not None or self.stopping.is_set():
-            return
-        self.replaced = cause
-        d = self.daemon
-        if self.source.path.literal:
-            d.metrics.error("landing_replaced")
-            self.log.error(
-                "landing_dir_replaced",
-                path=str(self.s.input),
-                cause=cause,
-                hint="nothing more is landed from the old directory; the directory at the path "
-                "is watched as soon as there is one",
-            )
-        else:
-            self.log.info("landing_dir_gone", path=str(self.s.input), cause=cause)
-        self.stopping.set()
-        d.task(d.stop_site(self), "stop-site")
-
-    # the watcher's sink (every call on the loop)
-
-    def hint(self, rel: str) -> None:
-        self.daemon.metrics.events.inc()
-        self.readiness.hint(rel)
-
-    def written(self, rel: str) -> None:
-        self.daemon.metrics.events.inc()
-        self.readiness.written(rel)
-
-    def closed(self, rel: str) -> None:
-        self.daemon.metrics.events.inc()
-        self.readiness.closed(rel)
-
-    def new_dir(self, rel: str) -> None:
-        self.scanner.ask(rel)
-
-    def overflow(self) -> None:
-        self.readiness.events_lost()
-        self.scanner.ask("")
 
 
 class Daemon:

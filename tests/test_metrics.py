@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingestor.metrics import ERROR_KINDS, Metrics
+from ingestor.rebuild import parse_rfc3339
 from tests.conftest import Env, ingestor_cmd
 from tests.waiting import wait_for
 
@@ -105,9 +106,12 @@ def test_endpoint_during_a_burst(env: Env, daemon, port: int) -> None:
     assert value(last, "ingestor_files_total", source="default", status="ingested") == count
     assert value(last, "ingestor_bytes_total", source="default") == count * size
     assert value(last, "ingestor_event_to_landed_seconds_count") == count
-    # stability is 0.3 s: no file can land sooner than that after it was seen
-    assert value(last, "ingestor_event_to_landed_seconds_bucket", le="0.25") == 0
     assert value(last, "ingestor_event_to_landed_seconds_bucket", le="+Inf") == count
+    # stability is 0.3 s: no file is planned sooner than that after its last write. (Not after
+    # it was *seen*: a file written into a new subdirectory before its watch is found by the
+    # scan that follows, already still for a while, and lands at once.)
+    for rec in env.records():
+        assert parse_rfc3339(rec.ingested_at) - parse_rfc3339(rec.mtime) >= 300_000_000, rec
     assert value(last, "ingestor_event_to_landed_seconds_sum") >= 0.3 * count
     commits = value(last, "ingestor_ledger_batch_size_count")
     assert commits > 0 and value(last, "ingestor_ledger_commit_seconds_count") == commits

@@ -53,6 +53,8 @@ def test_batches_land_in_the_children_under_their_own_owners(settings: Settings,
     landers = procs.Landers(settings, 2)
     try:
         pids = wait_for(lambda: len(_spawned(os.getpid())) == 2 and _spawned(os.getpid()), 60, "two landers")
+        # a child ignores SIGINT once its initializer ran (a spawned child may still be importing)
+        wait_for(lambda: all(_ignores_sigint(pid) for pid in pids), 60, "the landers' initializers")
         for pid in pids:  # a terminal's Ctrl-C reaches the whole group: the parent decides
             os.kill(pid, signal.SIGINT)
         out = landers.pool.submit(
@@ -99,6 +101,14 @@ def test_a_lander_dies_with_its_parent(settings: Settings, tmp_path: Path) -> No
             parent.wait(30)
         if parent.stdout is not None:
             parent.stdout.close()
+
+
+def _ignores_sigint(pid: int) -> bool:
+    """Does the process ignore SIGINT (its SigIgn mask in /proc)?"""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    return False
 
 
 def _spawned(pid: int) -> list[int]:

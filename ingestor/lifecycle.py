@@ -51,7 +51,7 @@ from typing import Any
 
 import ulid
 
-from ingestor import logs, systemd
+from ingestor import logs, rescan, scanhelpers, systemd
 from ingestor.errors import Fatal, Refused, Retryable
 from ingestor.fsops import replaced
 from ingestor.heartbeat import heartbeat
@@ -150,7 +150,8 @@ class Daemon:
             await loop.run_in_executor(None, stages.open, self.metrics, manifests)
             await self.start_sites(found, at_start=True)
             if self.one_shot:
-                await asyncio.gather(*(v.scanner.scan() for v in list(self.sites.values())))
+                sites = list(self.sites.values())
+                await self.scan_pass(sites, await self._pass_helpers(sites, first=True))
                 await self._until_idle()
             else:
                 self._tasks.append(self.task(self._scan_ticker(), "scan-ticker"))
@@ -300,23 +301,39 @@ class Daemon:
             self.sites[site.key] = served
             self._said_refused.discard(site.key)
             if at_start and not self.one_shot:
-                await served.scanner.prestart()
+                await served.scanner.prestart(helpers=len(found) == 1)
             if site.key in self.gone:
                 self.gone.discard(site.key)
                 self.log.info("landing_dir_back", path=str(site.landing))
             opened.append(served)
         if not opened:
             return
+        first: scanhelpers.HelperPool | None = None
+        if at_start and not self.one_shot:  # started now: they warm up during the recovery
+            first = await self._pass_helpers(opened, first=True)
+        try:
+            await self._serve_opened(opened, at_start)
+        except BaseException:
+            if first is not None:
+                first.close()
+            raise
+        if at_start and not self.one_shot:  # the first full scans: one pass, as the ticker's
+            self._tasks.append(self.task(self.scan_pass(opened, first), "first-scans"))
+
+    async def _serve_opened(self, opened: list[Served], at_start: bool) -> None:
+        """Recover, watch and start serving landing dirs just opened."""
+        loop = asyncio.get_running_loop()
         await self.recover()
         for v in opened:
             own = await loop.run_in_executor(None, self.stages.recover_own, v.st)
             v.landing.apply(own)
             await self._watch(v)
             v.start_tasks()
-            paths = self.only.get(v.key) if self.only is not None else None
-            v.scanner.targets.update(paths if paths is not None else [""])
+            if self.one_shot or not at_start:  # the daemon's first scans are a pass (start_sites)
+                paths = self.only.get(v.key) if self.only is not None else None
+                v.scanner.targets.update(paths if paths is not None else [""])
             v.scanner.recovered_at_start = True  # the recovery pass above
-            if not self.one_shot:
+            if not self.one_shot and not at_start:
                 v.scanner.request.set()
             if not at_start:
                 self.log.info(
@@ -391,16 +408,45 @@ class Daemon:
     async def _scan_ticker(self) -> None:
         """Every ``scan_interval``: one recovery pass, then a full scan of each landing dir,
         one at a time (the daemon's scan slot)."""
-
-        async def full(v: Served) -> None:
-            if not v.stopping.is_set():
-                v.scanner.targets.add("")
-                await v.scanner.scan(recovered=True)
-
         while not await wait_event(self.stopping, self.s.scan_interval):
+            sites = list(self.sites.values())
+            helpers = await self._pass_helpers(sites, first=False)  # warm during the recovery
             await self.recover()  # once a pass, not once a landing dir
-            # every landing dir, one at a time (the scan slot)
-            await asyncio.gather(*(full(v) for v in list(self.sites.values())))
+            await self.scan_pass(sites, helpers)
+
+    async def _pass_helpers(self, sites: list[Served], *, first: bool) -> scanhelpers.HelperPool | None:
+        """One pool of scan helpers for a pass over several landing dirs whose last full scans
+        add up to a large one (a single landing dir starts its own when its scan is large)."""
+        workers = self.stages.scan_workers
+        if len(sites) < 2 or not workers:
+            return None
+        total = sum(max(v.scanner.last_full_scan, 0) for v in sites)
+        if total <= (rescan.HELPERS_ABOVE_FIRST if first else rescan.HELPERS_ABOVE):
+            return None
+        self.log.info("scan_helpers_started", helpers=workers, landing_dirs=len(sites), last_pass_files=total)
+        state = self.s.state_path
+        return await asyncio.get_running_loop().run_in_executor(None, scanhelpers.HelperPool, state, workers)
+
+    async def scan_pass(self, sites: list[Served], helpers: scanhelpers.HelperPool | None) -> None:
+        """A full scan of each landing dir (in a one-shot run, what it was asked to scan), one
+        at a time (the scan slot), sharing ``helpers``, which are stopped at the end."""
+
+        async def one(v: Served) -> None:
+            if v.stopping.is_set():
+                return
+            if not self.one_shot:
+                v.scanner.targets.add("")
+            v.scanner.shared = helpers
+            try:
+                await v.scanner.scan(recovered=True)
+            finally:
+                v.scanner.shared = None
+
+        try:
+            await asyncio.gather(*(one(v) for v in sites))
+        finally:
+            if helpers is not None:
+                await asyncio.get_running_loop().run_in_executor(None, helpers.close)
 
     async def recover(self) -> None:
         """Adopt and finish the records of dead owners; what failed again goes to the retrier.

@@ -215,6 +215,9 @@ def scan(
         except concurrent.futures.BrokenExecutor:
             use_pool = False  # a helper died: this chunk and the rest are checked here
             found = check(landing_fd, unknown, rel_dir, names)
+        except RuntimeError:  # the helper found another dir at the landing path: checked here
+            use_pool = False
+            found = check(landing_fd, unknown, rel_dir, names)
         deliver(found)
 
     walker = threading.Thread(target=produce, name="scan-walk", daemon=True)

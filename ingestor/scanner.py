@@ -22,6 +22,7 @@ loop's executor as a job that touches none of them: the walk gets a
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sqlite3
 import time
@@ -85,6 +86,7 @@ class Scanner:
         self.targets: set[str] = set()
         self.last_full_scan = -1  # files seen by the last full scan; -1 before the first
         self.prestarted: scanhelpers.ScanHelpers | None = None  # for the first scan
+        self.shared: scanhelpers.HelperPool | None = None  # a pass's helpers (lifecycle.Daemon.scan_pass)
         self._one = asyncio.Lock()
         # the daemon's scan slot, all landing dirs together: 200 landing dirs scanned at once
         # only fight over the GIL and the executor (lifecycle.Daemon.scan_slots)
@@ -97,23 +99,25 @@ class Scanner:
         self.targets.add(rel)
         self.request.set()
 
-    async def prestart(self) -> None:
-        """Start the first scan's helpers now if the last full scan was large.
+    async def prestart(self, *, helpers: bool = True) -> None:
+        """Recall the last full scan's size, and start the first scan's helpers now if it was
+        large (``helpers``: the daemon starts them for a pass of many landing dirs).
 
         After a reboot that scan runs on cold caches, where the helpers pay
         most, and they take 0.6-0.9 s to start: started with the daemon, they
         are ready when the scan begins.
         """
-        last, helpers = await asyncio.get_running_loop().run_in_executor(None, self._prestart_job)
-        self.last_full_scan, self.prestarted = last, helpers
+        job = functools.partial(self._prestart_job, helpers)
+        last, started = await asyncio.get_running_loop().run_in_executor(None, job)
+        self.last_full_scan, self.prestarted = last, started
 
-    def _prestart_job(self) -> tuple[int, scanhelpers.ScanHelpers | None]:
+    def _prestart_job(self, helpers: bool) -> tuple[int, scanhelpers.ScanHelpers | None]:
         try:
             last = int(self.stages.ledger.recall(self.stages.scan_key) or -1)
         except (Retryable, ValueError):
             return -1, None
         workers = self.stages.scan_workers
-        if not workers or last <= rescan.HELPERS_ABOVE_FIRST:
+        if not helpers or not workers or last <= rescan.HELPERS_ABOVE_FIRST:
             return last, None
         self.log.info("scan_helpers_prestarted", helpers=workers, last_full_scan_files=last)
         return last, new_helpers(self.stages)
@@ -160,15 +164,19 @@ class Scanner:
         else:  # drop targets inside other targets
             targets = {t for t in targets if not any(t.startswith(o + "/") for o in targets)}
         started = time.monotonic()
-        helpers = _Helpers(self.stages, self.prestarted)
-        self.prestarted = None
         seen = 0
-        # the first full scan may follow a reboot (cold caches) and an outage;
-        # later ones are as large as the last full one was
         last = self.last_full_scan
-        above = (
-            rescan.HELPERS_ABOVE_FIRST if last < 0 or last > rescan.HELPERS_ABOVE else rescan.HELPERS_ABOVE
-        )
+        if full and self.shared is not None:  # a pass's helpers: running already, for every chunk
+            st = self.stages
+            view = scanhelpers.ScanHelpers(st.landing_fd, st.s.input, st.s.state_path, 0, pool=self.shared)
+            helpers, above = _Helpers(st, view), 0
+        else:
+            helpers = _Helpers(self.stages, self.prestarted)
+            self.prestarted = None
+            # the first full scan may follow a reboot (cold caches) and an outage;
+            # later ones are as large as the last full one was
+            large = last < 0 or last > rescan.HELPERS_ABOVE
+            above = rescan.HELPERS_ABOVE_FIRST if large else rescan.HELPERS_ABOVE
         for target in sorted(targets):
             seen += await loop.run_in_executor(None, self._walk, loop, target, helpers, above, self.add_dir)
         self.metrics.scans.inc()

@@ -110,12 +110,14 @@ resource_tracker.ensure_running()
 
 
 class BrokenHelpers:
-    """Helpers whose processes died: every answer is a BrokenExecutor."""
+    """Helpers whose processes died: every answer is a BrokenExecutor (``refused``: a
+    RuntimeError, as from a helper that found another dir at the landing path)."""
 
     workers = 2
 
-    def __init__(self, *, start_fails: bool = False) -> None:
+    def __init__(self, *, start_fails: bool = False, refused: bool = False) -> None:
         self.start_fails = start_fails
+        self.refused = refused
         self.submitted = 0
         self.closed = False
 
@@ -127,7 +129,10 @@ class BrokenHelpers:
     def submit(self, rel_dir: str, names: list[str]) -> concurrent.futures.Future[list[rescan.Observation]]:
         self.submitted += 1
         fut: concurrent.futures.Future[list[rescan.Observation]] = concurrent.futures.Future()
-        fut.set_exception(concurrent.futures.process.BrokenProcessPool("a helper died"))
+        if self.refused:
+            fut.set_exception(RuntimeError("/x is no longer the daemon's landing dir"))
+        else:
+            fut.set_exception(concurrent.futures.process.BrokenProcessPool("a helper died"))
         return fut
 
     def close(self) -> None:
@@ -204,7 +209,7 @@ def test_helpers_that_die_or_never_start_leave_the_scan_to_this_process(env: Env
     made = Ledger(env.state, "MAKE")
     made.open({})  # an empty ledger: every file is unknown
     made.close()
-    for broken in (BrokenHelpers(), BrokenHelpers(start_fails=True)):
+    for broken in (BrokenHelpers(), BrokenHelpers(start_fails=True), BrokenHelpers(refused=True)):
         seen, rels = scan_all(env, broken)
         assert (seen, len(rels)) == (6000, 6000)
         assert broken.closed

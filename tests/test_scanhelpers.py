@@ -16,7 +16,7 @@ import pytest
 
 from ingestor.fsops import OPEN_DIR
 from ingestor.ledger import Ledger
-from ingestor.scanhelpers import ScanHelpers, default_workers
+from ingestor.scanhelpers import HelperPool, ScanHelpers, default_workers
 from tests.conftest import Env
 from tests.waiting import wait_for
 
@@ -61,6 +61,39 @@ def test_a_helper_refuses_a_landing_dir_replaced_since_the_daemon_opened_it(
     finally:
         helpers.close()
         os.close(fd)
+
+
+def test_one_pool_serves_every_landing_dir_of_a_pass_and_refuses_one_replaced(
+    env: Env, landing: Path, tmp_path: Path
+) -> None:
+    other, third = tmp_path / "other-landing", tmp_path / "third-landing"
+    for d in (other, third):
+        d.mkdir()
+        (d / "g.csv").write_bytes(b"y")
+    fds = [os.open(p, OPEN_DIR) for p in (landing, other, third)]
+    pool = HelperPool(env.state, 2)
+    try:
+        wait_for(pool.ready, 60, "the helpers to start")
+        mine, theirs = (
+            ScanHelpers(fds[i], p, env.state, 0, pool=pool) for i, p in enumerate((landing, other))
+        )
+        assert mine.workers == theirs.workers == 2
+        for _ in range(3):  # each helper opens each landing dir once and keeps it
+            assert [rel for rel, _ in mine.submit("", ["f0.csv", "g.csv"]).result(60)] == ["f0.csv"]
+            assert [rel for rel, _ in theirs.submit("", ["f0.csv", "g.csv"]).result(60)] == ["g.csv"]
+        mine.close()  # a view: the pass's pool goes on
+        # replaced after the daemon opened it and before a helper did: the helper checks nothing
+        third.rename(tmp_path / "moved-away")
+        third.mkdir()
+        (third / "g.csv").write_bytes(b"not the daemon's")
+        replaced = ScanHelpers(fds[2], third, env.state, 0, pool=pool)  # the daemon's old descriptor
+        with pytest.raises(RuntimeError, match="no longer the daemon's landing dir"):
+            replaced.submit("", ["g.csv"]).result(60)
+        assert mine.submit("", ["f1.csv"]).result(60)  # a chunk refused breaks nothing
+    finally:
+        pool.close()
+        for fd in fds:
+            os.close(fd)
 
 
 def meta_rows(path: Path) -> int:

@@ -19,8 +19,10 @@ import orjson
 import pytest
 
 from ingestor.manifest import ManifestRecord
+from ingestor.scanhelpers import default_workers
 from tests.conftest import DaemonProc, ingestor_cmd, sha256_file
 from tests.data_fs import tiny_tmpfs
+from tests.test_daemon import _spawned
 from tests.test_metrics import free_port, scrape, value
 from tests.waiting import wait_for
 
@@ -380,3 +382,38 @@ def test_a_source_whose_warehouse_is_full_does_not_hold_the_others_back(
         assert big.exists() and tree.records(tmp_path / "manifests" / "reports") == []
         assert d.alive()
         d.stop()
+
+
+@pytest.mark.skipif(default_workers() == 0, reason="no scan helpers on one core")
+def test_a_pass_over_many_landing_dirs_shares_one_set_of_scan_helpers(
+    tmp_path: Path, run_daemon: Any
+) -> None:
+    tree = Tree(tmp_path, SP)
+    datasets = [tree.data / "v" / f"d{k}" / "1" / "raw" / "env0" for k in range(4)]
+    for raw in datasets:  # excluded names: walked and checked by every scan, never landed
+        raw.mkdir(parents=True)
+        for i in range(1300):
+            (raw / f"temp_{i}.csv").write_bytes(b"t")
+    d = run_daemon(tree)
+    wait_for(lambda: len(d.event("scan_done")) == 4, 60, "the first scans")
+    # 1,300 names a landing dir: no scan is large alone, and no pass size is known yet
+    assert [e["helpers"] for e in d.event("scan_done")] == [0] * 4
+    assert not d.event("scan_helpers_started")
+    assert d.stop() == 0
+    expected = {}
+    for raw in datasets:
+        for i in range(3):
+            p = write(raw / f"f{i}.csv", f"{raw} {i}\n".encode())
+            expected[str(p)] = sha256_file(p)
+    d2 = run_daemon(tree)
+    # together the last scans were large (5,200 names): one pool for the pass, ready before it
+    started = d2.event("scan_helpers_started")
+    assert [(e["landing_dirs"], e["last_pass_files"]) for e in started] == [(4, 5200)]
+    wait_for(lambda: len(d2.event("scan_done")) == 4, 60, "the first pass")
+    assert [(e["files"], e["helpers"]) for e in d2.event("scan_done")] == [(1303, default_workers())] * 4
+    wait_for(lambda: len(tree.all_records()) == len(expected), 30, "the files found by the helpers")
+    assert {r.source: r.sha256 for r in tree.all_records()} == expected
+    assert d2.proc is not None
+    pid = d2.proc.pid
+    wait_for(lambda: not _spawned(pid), 20, "the pass's helpers to exit")
+    assert d2.stop() == 0

@@ -357,6 +357,9 @@ def _source_view(src: sources.Source) -> dict[str, Any]:
     return view
 
 
+# the commands on the record (registered on ``app`` by importing them; they use this module)
+from ingestor import cli_export, cli_lookup  # noqa: E402,F401
+
 # ----------------------------------------------------------------- entry point
 
 

@@ -32,6 +32,7 @@ from ingestor.outcome import Outcome, Then
 from ingestor.progress import Progress
 from ingestor.ready import Readiness, wait_event
 from ingestor.records import Candidate, Record, Status
+from ingestor.rejections import Rejected
 from ingestor.settings import Settings
 from ingestor.stages import SiteStages
 
@@ -241,6 +242,7 @@ class Landing:
         self.stats.failed += 1
         if key is not None and self.readiness.settle(rel, key) and exc is not None:
             self.log.warning("file_rejected", path=str(self.s.input / rel), cause=exc.cause, hint=exc.hint)
+            self.readiness.on_reject(Rejected(rel, None, exc.cause, exc.hint))
 
     def _back_off(self, failures: list[IngestError], paths: list[str], records: list[Record]) -> None:
         self.backoff = min(max(self.backoff * 2, 0.5), self.s.retry_max_seconds)

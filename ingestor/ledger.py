@@ -482,15 +482,18 @@ class Ledger:
 
     def holds_open(self, owner: str) -> bool:
         """Does ``owner`` still have unfinished rows?"""
-        row = (
-            self.reader()
-            .execute(f"SELECT 1 FROM files WHERE owner=? AND state IN {OPEN_SQL} LIMIT 1", (owner,))
-            .fetchone()
-        )
-        return row is not None
+        conn = self.reader()
+        row = conn.execute(f"SELECT 1 FROM files WHERE owner=? AND state IN {OPEN_SQL} LIMIT 1", (owner,))
+        if row.fetchone() is not None:
+            return True
+        row = conn.execute("SELECT 1 FROM rejections WHERE owner=? AND written=0 LIMIT 1", (owner,))
+        return row.fetchone() is not None
 
     def open_owners(self) -> set[str]:
-        rows = self.reader().execute(f"SELECT DISTINCT owner FROM files WHERE state IN {OPEN_SQL}").fetchall()
+        """Owners with records in flight, or rejections whose lines they did not write."""
+        conn = self.reader()
+        rows = conn.execute(f"SELECT DISTINCT owner FROM files WHERE state IN {OPEN_SQL}").fetchall()
+        rows += conn.execute("SELECT DISTINCT owner FROM rejections WHERE written=0").fetchall()
         return {r[0] for r in rows}
 
     def unfinished(self) -> list[Record]:

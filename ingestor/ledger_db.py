@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS files(
     updated_ns INTEGER NOT NULL,
     ctime_ns INTEGER NOT NULL DEFAULT 0,  -- the columns from here on: where ALTER TABLE puts them
     site INTEGER NOT NULL DEFAULT 0,  -- sites.id: the landing dir source_rel is relative to
-    wh INTEGER NOT NULL DEFAULT 0  -- the warehouse dest_rel is relative to (the id of its first site)
+    wh INTEGER NOT NULL DEFAULT 0,  -- the warehouse dest_rel is relative to (the id of its first site)
+    detected_ns INTEGER NOT NULL DEFAULT 0  -- the first event or scan that saw the file; 0: not known
 );
 -- one row per landing dir served; 0: the landing dir of a ledger of one (meta 'landing')
 CREATE TABLE IF NOT EXISTS sites(
@@ -61,6 +62,41 @@ CREATE TABLE IF NOT EXISTS sites(
     wh INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS content(key BLOB PRIMARY KEY, id TEXT NOT NULL) WITHOUT ROWID;
+-- files that will not land as they are, once per file identity (a manifest line each, status
+-- rejected); -1: not known (the file could not be stat'ed)
+CREATE TABLE IF NOT EXISTS rejections(
+    id TEXT PRIMARY KEY,
+    site INTEGER NOT NULL,
+    source_rel BLOB NOT NULL,
+    device INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    hint TEXT,
+    at_ns INTEGER NOT NULL,
+    manifest_rel TEXT NOT NULL,
+    manifest_floor INTEGER,
+    written INTEGER NOT NULL DEFAULT 0,  -- 1 once its manifest line is written and fsynced
+    owner TEXT NOT NULL,
+    run_id TEXT
+);
+-- every daemon from start to stop, every replay (runs.py)
+CREATE TABLE IF NOT EXISTS runs(
+    run_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    started_ns INTEGER NOT NULL,
+    finished_ns INTEGER,
+    status TEXT NOT NULL,
+    landed INTEGER NOT NULL DEFAULT 0,
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    rejected INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    error_summary TEXT
+);
 """
 INDEXES = f"""
 CREATE UNIQUE INDEX IF NOT EXISTS files_dest_wh ON files(wh, dest_rel)
@@ -71,13 +107,19 @@ CREATE UNIQUE INDEX IF NOT EXISTS files_live ON files(inode, device, size, mtime
 CREATE INDEX IF NOT EXISTS files_open ON files(owner) WHERE state IN {OPEN_SQL};
 CREATE INDEX IF NOT EXISTS files_problem ON files(state, status, note)
     WHERE state = '{State.ABANDONED}' OR status = '{Status.DUPLICATE}';
+-- ingestor lookup: by source path, by content (a sha256 or a prefix of one)
+CREATE INDEX IF NOT EXISTS files_source ON files(source_rel, site);
+CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256);
+CREATE UNIQUE INDEX IF NOT EXISTS rejections_once ON rejections(source_rel, site, inode, device, size, mtime_ns);
+CREATE INDEX IF NOT EXISTS rejections_unwritten ON rejections(owner) WHERE written = 0;
+CREATE INDEX IF NOT EXISTS runs_started ON runs(started_ns);
 """
 
 SCHEMA = TABLES + INDEXES  # a new ledger's (tests and benchmarks build one directly)
 
 COLUMNS = (
     "id, state, status, action, source_rel, device, inode, size, mtime_ns, sha256, dest_rel, "
-    "manifest_rel, manifest_floor, ingested_ns, duplicate_of, sidecar_rel, ctime_ns, site"
+    "manifest_rel, manifest_floor, ingested_ns, duplicate_of, sidecar_rel, ctime_ns, site, detected_ns"
 )
 
 
@@ -101,6 +143,7 @@ def record_of(row: Sequence[Any]) -> Record:
         duplicate_of=row[14],
         sidecar_rel=_s(row[15]),
         site=row[17],
+        detected_ns=row[18],
     )
 
 
@@ -134,6 +177,8 @@ def migrate(conn: sqlite3.Connection) -> None:
     if "site" not in columns:  # every row of a ledger of one landing dir: site 0, its warehouse 0
         conn.execute("ALTER TABLE files ADD COLUMN site INTEGER NOT NULL DEFAULT 0")
         conn.execute("ALTER TABLE files ADD COLUMN wh INTEGER NOT NULL DEFAULT 0")
+    if "detected_ns" not in columns:  # 0: not known
+        conn.execute("ALTER TABLE files ADD COLUMN detected_ns INTEGER NOT NULL DEFAULT 0")
     conn.execute("DROP INDEX IF EXISTS files_dest")  # unique per warehouse now: files_dest_wh
 
 

@@ -51,7 +51,7 @@ from typing import Any
 
 import ulid
 
-from ingestor import logs, rescan, scanhelpers, systemd
+from ingestor import logs, rescan, runs, scanhelpers, systemd
 from ingestor.errors import Fatal, Refused, Retryable
 from ingestor.fsops import replaced
 from ingestor.heartbeat import heartbeat
@@ -94,6 +94,11 @@ class Daemon:
         self.metrics = Metrics()
         self.stats = RunStats()
         self.owner = str(ulid.ULID())
+        self.run_id = runs.new_id()  # on every log line of the run from here on
+        runs.set_current(self.run_id)
+        self._run_begun = False
+        self.rejected = 0  # files put on record as rejected by this run
+        self._error: str | None = None  # the first internal error, for the run's summary
         self.log = logs.get_logger(owner=self.owner)
         self.hub: InotifyHub | None = None
         self.sites: dict[str, Served] = {}
@@ -148,6 +153,7 @@ class Daemon:
             found = await loop.run_in_executor(None, self._find_sites)
             manifests = [site.settings.manifests for _, site in found]
             await loop.run_in_executor(None, stages.open, self.metrics, manifests)
+            await loop.run_in_executor(None, self._begin_run)
             await self.start_sites(found, at_start=True)
             if self.one_shot:
                 sites = list(self.sites.values())
@@ -169,14 +175,57 @@ class Daemon:
             self._tally()
             if self.progress is not None:
                 self.progress.close()
+        except BaseException as exc:
+            self._error = self._error or f"{type(exc).__name__}: {exc}"
+            raise
         finally:
             await _cancel_all(self._tasks)
             for v in list(self.sites.values()):
                 await self._close_site(v)
             if self.hub is not None:
                 self.hub.close()
+            if self._run_begun:
+                summary = self._summary()
+                counts = self._run_counts()
+                await loop.run_in_executor(
+                    None, runs.try_finish, stages.ledger, self.run_id, counts, summary, self.log
+                )
             await loop.run_in_executor(None, stages.close)
         return self._stopped()
+
+    def _begin_run(self) -> None:
+        """In a thread: this run on record, and the runs that died before it marked so."""
+        ledger = self.stages.ledger
+        kind = runs.Kind.REPLAY if self.one_shot else runs.Kind.DAEMON
+        runs.begin(ledger, self.run_id, kind)
+        self._run_begun = True
+        for dead in runs.close_dead(ledger):
+            self.log.warning("run_ended_unclean", dead_run_id=dead, summary=runs.DIED)
+
+    def _run_counts(self) -> runs.Counts:
+        st = self.stats
+        return runs.Counts(st.landed, st.duplicates, self.rejected, self.metrics.error_count)
+
+    def _summary(self) -> str | None:
+        """Why the run failed (its first cause), or None: a success."""
+        if self._error is not None:
+            return self._error
+        if self._refused is not None:
+            return f"refused: {self._refused}"
+        if self._crashed:
+            return "internal error: see the internal_error line of its log"
+        if self.one_shot:
+            parts = []
+            if self._lost_landing:
+                parts.append("the landing dir was replaced")
+            failed = self.stats.failed + self._failed
+            if failed:
+                parts.append(f"{failed} files could not be landed")
+            if self._retrying:
+                parts.append(f"{self._retrying} files still failing after {RETRY_ROUNDS} retries")
+            if parts:
+                return "; ".join(parts)
+        return None
 
     def _bind_gauges(self, source: str) -> None:
         """A source's gauges: the sum over its landing dirs served now."""
@@ -377,6 +426,7 @@ class Daemon:
             await v.watcher.stop()
             v.watcher = None
         await _cancel_all(v.tasks)
+        await v.close_rejections()
         v.scanner.close()
         await asyncio.get_running_loop().run_in_executor(None, v.st.close)
 
@@ -571,7 +621,9 @@ class Daemon:
         """A stage that dies is a bug: say so loudly and stop (recovery finishes its work on restart)."""
         if task.cancelled() or task.exception() is None:
             return
-        self.log.critical("internal_error", task=task.get_name(), exc_info=task.exception())
+        exc = task.exception()
+        self.log.critical("internal_error", task=task.get_name(), exc_info=exc)
+        self._error = self._error or f"internal error in {task.get_name()}: {type(exc).__name__}: {exc}"
         self._crashed = True
         self.request_stop()
 

@@ -24,6 +24,8 @@ import structlog
 import structlog.tracebacks
 from structlog.typing import EventDict, WrappedLogger
 
+from ingestor import runs
+
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -41,6 +43,13 @@ def _sanitize(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
             event_dict[key] = _safe_text(value)
         elif isinstance(value, bytes):
             event_dict[key] = value.decode("utf-8", "backslashreplace")
+    return event_dict
+
+
+def _with_run(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Every line of a run carries its ``run_id``."""
+    if runs.RUN_ID is not None:
+        event_dict.setdefault("run_id", runs.RUN_ID)
     return event_dict
 
 
@@ -63,6 +72,7 @@ def configure(level: str = "info", stream: BinaryIO | None = None) -> None:
             structlog.processors.ExceptionRenderer(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
             ),
+            _with_run,
             _sanitize,
             structlog.processors.JSONRenderer(serializer=_dumps),
         ],
@@ -105,6 +115,8 @@ def info_many(log: Any, event: str, rows: Iterable[dict[str, Any]]) -> None:
         return
     context = structlog.get_context(log)
     tail = {"event": event, "level": "info", "ts": _now_iso()}
+    if runs.RUN_ID is not None:
+        tail["run_id"] = runs.RUN_ID
     lines = []
     for row in rows:
         obj = {**context, **row, **tail}

@@ -44,7 +44,7 @@ from typing import Any
 
 import orjson
 
-from ingestor import __version__, faults
+from ingestor import __version__, faults, runs
 from ingestor.errors import Retryable, from_oserror
 from ingestor.fsops import fsync_dir, makedirs_durable, write_all
 from ingestor.records import Action, Record, Status
@@ -55,7 +55,6 @@ LINE_BYTES = 1024  # room asked for a line (most are 500-700 bytes; long paths m
 ROOM_MARGIN = 8 << 10  # a block or two of the filesystem
 _HINT_FULL = "disk full: free space on the manifests' filesystem; landing resumes by itself"
 _READ_CHUNK = 1 << 20
-DEFAULT_TAIL = b',"source":"default","dataset":{}}\n'  # the plain landing dir's (``tail_of``)
 
 
 class ManifestError(ValueError):
@@ -102,6 +101,11 @@ def encode_path(path: str) -> tuple[str, str | None]:
         return raw.decode("utf-8", "replace"), base64.b64encode(raw).decode("ascii")
 
 
+def _text(rel: str) -> str:
+    """A relative path as text (``encode_path``'s display text)."""
+    return rel if rel.isascii() else encode_path(rel)[0]
+
+
 def decode_path(text: str | None, b64: str | None) -> str | None:
     """The exact path (``surrogateescape`` str) from its two manifest fields."""
     if b64 is not None:
@@ -120,16 +124,24 @@ class ManifestRecord:
     source_path_b64: str | None
     warehouse_path: str | None
     warehouse_path_b64: str | None
-    sha256: str
-    size: int
-    mtime: str
-    device: int
-    inode: int
-    ingested_at: str
+    sha256: str | None  # None: rejected (never read)
+    size: int | None  # None: rejected, and it could not even be stat'ed (so for mtime, device, inode)
+    mtime: str | None
+    device: int | None
+    inode: int | None
+    ingested_at: str  # rejected: when the rejection was recorded
     duplicate_of: str | None
     ingestor_version: str
-    source_name: str | None = None  # key "source": the source's name (lines before 0.3: null)
+    # the keys from here on are absent from older lines: None when read from one
+    detected_at: str | None = None  # the first event or scan that saw the file (None: not known)
+    source_relpath: str | None = None  # source_path relative to the landing dir
+    warehouse_relpath: str | None = None  # warehouse_path relative to the warehouse
+    reason: str | None = None  # rejected: why the file will not land
+    hint: str | None = None  # rejected: what to do about it
+    source_name: str | None = None  # key "source": the source's name
     dataset: dict[str, str] | None = None  # its placeholder values ({} for a plain path)
+    host: str | None = None  # the host whose ingestor wrote the line
+    run_id: str | None = None  # the run (ledger ``runs``) that wrote it
 
     @classmethod
     def from_record(
@@ -162,8 +174,54 @@ class ManifestRecord:
             ingested_at=rfc3339(rec.ingested_ns),
             duplicate_of=rec.duplicate_of,
             ingestor_version=__version__,
+            detected_at=rfc3339(rec.detected_ns) if rec.detected_ns else None,
+            source_relpath=_text(rec.source_rel),
+            warehouse_relpath=_text(rec.dest_rel) if rec.dest_rel is not None else None,
             source_name=source,
             dataset=dataset if dataset is not None else {},
+            host=runs.HOST,
+            run_id=runs.RUN_ID,
+        )
+
+    @classmethod
+    def rejected(
+        cls,
+        rec_id: str,
+        landing: str | Path,
+        rel: str,
+        st: os.stat_result | None,
+        reason: str,
+        hint: str | None,
+        *,
+        at_ns: int,
+        source: str = "default",
+        dataset: dict[str, str] | None = None,
+    ) -> ManifestRecord:
+        """The line of a file that will not land as it is (``st``: its ``lstat``, if any)."""
+        src, src_b64 = encode_path(f"{landing}/{rel}")
+        return cls(
+            id=rec_id,
+            status=Status.REJECTED,
+            action=Action.NONE,
+            source_path=src,
+            source_path_b64=src_b64,
+            warehouse_path=None,
+            warehouse_path_b64=None,
+            sha256=None,
+            size=st.st_size if st is not None else None,
+            mtime=rfc3339(st.st_mtime_ns) if st is not None else None,
+            device=st.st_dev if st is not None else None,
+            inode=st.st_ino if st is not None else None,
+            ingested_at=rfc3339(at_ns),
+            duplicate_of=None,
+            ingestor_version=__version__,
+            source_relpath=_text(rel),
+            reason=reason,
+            hint=hint,
+            source_name=source,
+            dataset=dataset if dataset is not None else {},
+            host=runs.HOST,
+            run_id=runs.RUN_ID,
         )
 
     def to_json(self) -> bytes:
@@ -174,7 +232,7 @@ class ManifestRecord:
         )
 
     @staticmethod
-    def line_of(rec: Record, landing: str, warehouse: str, tail: bytes = DEFAULT_TAIL) -> bytes:
+    def line_of(rec: Record, landing: str, warehouse: str, tail: bytes | None = None) -> bytes:
         """``from_record(rec, landing, warehouse).to_json()`` without building the record.
 
         The writer's hot path (a line per landed file); the same fields in the same
@@ -186,6 +244,8 @@ class ManifestRecord:
         if rec.dest_rel is not None:
             dst, dst_b64 = encode_path(f"{warehouse}/{rec.dest_rel}")
         ident = rec.identity
+        if tail is None:  # the plain landing dir's
+            tail = ManifestRecord.tail_of("default", {})
         return (
             orjson.dumps(
                 {
@@ -204,6 +264,11 @@ class ManifestRecord:
                     "ingested_at": rfc3339(rec.ingested_ns),
                     "duplicate_of": rec.duplicate_of,
                     "ingestor_version": __version__,
+                    "detected_at": rfc3339(rec.detected_ns) if rec.detected_ns else None,
+                    "source_relpath": _text(rec.source_rel),
+                    "warehouse_relpath": _text(rec.dest_rel) if rec.dest_rel is not None else None,
+                    "reason": None,
+                    "hint": None,
                 },
             )[:-1]
             + tail
@@ -211,8 +276,10 @@ class ManifestRecord:
 
     @staticmethod
     def tail_of(source: str, dataset: dict[str, str]) -> bytes:
-        """The end of every line of one landing dir (``line_of``'s ``tail``): serialised once."""
-        return b"," + orjson.dumps({"source": source, "dataset": dataset})[1:] + b"\n"
+        """The end of every line of one landing dir in this run (``line_of``'s ``tail``):
+        serialised once."""
+        end = {"source": source, "dataset": dataset, "host": runs.HOST, "run_id": runs.RUN_ID}
+        return b"," + orjson.dumps(end)[1:] + b"\n"
 
     @classmethod
     def from_json(cls, line: bytes | str) -> ManifestRecord:
@@ -247,23 +314,42 @@ class ManifestRecord:
 
 _FIELDS = tuple(ManifestRecord.__dataclass_fields__)
 KEYS = tuple("source" if f == "source_name" else f for f in _FIELDS)
-_OPTIONAL = frozenset({"source", "dataset"})  # absent from lines written before sources
+# absent from lines written before they were added
+_OPTIONAL = frozenset(KEYS[KEYS.index("detected_at") :])
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# text or null (the keys beside the ones checked one by one)
+_TEXTS = (
+    "detected_at",
+    "source_relpath",
+    "warehouse_relpath",
+    "reason",
+    "hint",
+    "source_name",
+    "host",
+    "run_id",
+)
 
 
 def _checked(rec: ManifestRecord) -> ManifestRecord:
     status = Status(rec.status)
     action = Action(rec.action)
-    if not (isinstance(rec.sha256, str) and _SHA256.fullmatch(rec.sha256)):
-        raise ValueError("sha256 is not 64 lowercase hex digits")
-    if not isinstance(rec.size, int) or rec.size < 0:
-        raise ValueError("size is not a non-negative integer")
+    if status is Status.REJECTED:
+        if rec.sha256 is not None or rec.warehouse_path is not None or not isinstance(rec.reason, str):
+            raise ValueError("a rejected line has a reason, and no sha256 or warehouse path")
+        if rec.size is not None and (not isinstance(rec.size, int) or rec.size < 0):
+            raise ValueError("size is not a non-negative integer")
+    else:
+        if not (isinstance(rec.sha256, str) and _SHA256.fullmatch(rec.sha256)):
+            raise ValueError("sha256 is not 64 lowercase hex digits")
+        if not isinstance(rec.size, int) or rec.size < 0:
+            raise ValueError("size is not a non-negative integer")
     if rec.source_path_b64 is not None:
         base64.b64decode(rec.source_path_b64, validate=True)
     if rec.warehouse_path_b64 is not None:
         base64.b64decode(rec.warehouse_path_b64, validate=True)
-    if rec.source_name is not None and not isinstance(rec.source_name, str):
-        raise ValueError("source is not a string")
+    for key in _TEXTS:
+        if not isinstance(getattr(rec, key), str | None):
+            raise ValueError(f"{key} is not a string")
     if rec.dataset is not None and not (
         isinstance(rec.dataset, dict) and all(isinstance(v, str) for v in rec.dataset.values())
     ):

@@ -120,7 +120,7 @@ def plan_one(
                 (
                     rec_id, State.HASHED, status, action, owner, os.fsencode(rel), ident.device, ident.inode,
                     ident.size, ident.mtime_ns, h.sha256, _b(dest), manifest_rel, manifest_floor, now, duplicate_of,
-                    _b(sidecar), now, ident.ctime_ns, policy.site, policy.wh,
+                    _b(sidecar), now, ident.ctime_ns, policy.site, policy.wh, h.candidate.detected_ns,
                 ),
             )  # fmt: skip
             break
@@ -153,6 +153,7 @@ def plan_one(
         seen_at=h.candidate.seen_at,
         temp=h.temp,
         site=policy.site,
+        detected_ns=h.candidate.detected_ns,
     )
 
 
@@ -190,12 +191,14 @@ def plan_batch(
                 rec_id, State.HASHED, Status.INGESTED, Action.LANDED, owner, os.fsencode(rel), ident.device,
                 ident.inode, ident.size, ident.mtime_ns, h.sha256, os.fsencode(dest), manifest_rel,
                 manifest_floor, now, None, _b(sidecar), now, ident.ctime_ns, policy.site, policy.wh,
+                h.candidate.detected_ns,
             )
         )  # fmt: skip
         bulk.append(i)
         results[i] = Record(
             rec_id, State.HASHED, Status.INGESTED, Action.LANDED, rel, ident, h.sha256, dest, manifest_rel,
             manifest_floor, now, None, sidecar, h.candidate.seen_at, h.temp, policy.site,
+            h.candidate.detected_ns,
         )  # fmt: skip
     if rows:
         before = conn.total_changes
@@ -265,7 +268,7 @@ _DUPLICATE_ACTION = {
 _INSERT_FILE = (
     "INSERT INTO files(id, state, status, action, owner, source_rel, device, inode, size, mtime_ns, "
     "sha256, dest_rel, manifest_rel, manifest_floor, ingested_ns, duplicate_of, sidecar_rel, updated_ns, ctime_ns, "
-    "site, wh) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "site, wh, detected_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import ulid
 
-from ingestor import faults, logs
+from ingestor import faults, logs, runs
 from ingestor.errors import Fatal
 from ingestor.fsops import TempDir
 from ingestor.ledger import Ledger
@@ -147,8 +147,9 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _init(settings: Settings, stop: Any, parent: int, plain: bool) -> None:
+def _init(settings: Settings, stop: Any, parent: int, plain: bool, run: tuple[str | None, str]) -> None:
     die_with_parent(parent)
+    runs.set_current(*run)  # the daemon's run: on its manifest lines and log lines
     if os.environ.get("INGESTOR_LANDER_FAULTS"):  # fault points of the lander processes only (tests)
         faults.ACTIVE = faults.parse(os.environ["INGESTOR_LANDER_FAULTS"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -225,7 +226,7 @@ class Landers:
             self.count,
             mp_context=self._ctx,
             initializer=_init,
-            initargs=(self.settings, self.stop, os.getpid(), self.plain),
+            initargs=(self.settings, self.stop, os.getpid(), self.plain, (runs.RUN_ID, runs.HOST)),
         )
 
     def _warm(self) -> list[concurrent.futures.Future[int]]:

@@ -46,6 +46,7 @@ from ingestor.fsops import TOO_LONG, longer_than, rel_room
 from ingestor.globs import compile_globs
 from ingestor.outcome import stat_key
 from ingestor.records import Candidate
+from ingestor.rejections import ORPHAN_HINT, SHORTEN, Rejected, hint_for
 from ingestor.settings import Mode
 
 CHECK_BATCH = 4096
@@ -94,6 +95,7 @@ class Readiness:
         one_shot: bool = False,
         clock: Callable[[], float] = time.monotonic,
         count_problem: Callable[[str], None] | None = None,
+        on_reject: Callable[[Rejected], None] | None = None,
     ) -> None:
         self.landing = landing
         self.mode = mode
@@ -107,6 +109,7 @@ class Readiness:
         self.one_shot = one_shot
         self.clock = clock
         self.count_problem = count_problem or (lambda kind: None)
+        self.on_reject = on_reject or (lambda r: None)  # put on record (rejections.py)
         self.pending: dict[str, Pending] = {}
         self._heap: list[tuple[float, str]] = []
         # oldest first; an OrderedDict because taking from the front of a plain dict
@@ -189,7 +192,7 @@ class Readiness:
         verdict, delay = self._judge_stability(target, p, st, now)
         self._apply(target, p, verdict, delay, st.st_size)
 
-    def reject(self, rel: str, st: os.stat_result | None, cause: str) -> None:
+    def reject(self, rel: str, st: os.stat_result | None, cause: str, hint: str | None = None) -> None:
         """``rel`` can never be landed (too long a path, unreachable): reported once, never judged.
 
         Reported again only if it changes; in one-shot mode it counts as a
@@ -199,6 +202,11 @@ class Readiness:
             self.log.warning("file_rejected", path=str(self.landing / rel), cause=cause)
             self.count_problem("bad_input")
             self.failed += 1
+            if hint is None:
+                hint = (
+                    SHORTEN if cause == TOO_LONG else "check the permissions of the directories on its path"
+                )
+            self.on_reject(Rejected(rel, st, cause, hint))
         self.pending.pop(rel, None)
 
     def written(self, rel: str) -> None:
@@ -303,6 +311,7 @@ class Readiness:
             if self.settle(rel, stat_key(st)):
                 self.log.warning("file_rejected", path=str(self.landing / rel), cause=_kind(st.st_mode))
                 self.count_problem("bad_input")
+                self.on_reject(Rejected(rel, st, _kind(st.st_mode), hint_for(st)))
             return Verdict.DROP, 0.0, None
         if st is None:
             self.settled.pop(rel, None)  # gone: nothing to remember about it
@@ -329,7 +338,8 @@ class Readiness:
                 self.judged_ready.add(rel)
                 self.admitted_files += 1
                 self.admitted_bytes += size
-            self.ready[rel] = Candidate(rel, size, p.seen_at, sidecar)
+            detected = time.time_ns() - int((self.clock() - p.seen_at) * 1e9)  # the wall clock then
+            self.ready[rel] = Candidate(rel, size, p.seen_at, sidecar, detected)
             self.ready_event.set()
         elif verdict is Verdict.DROP:
             del self.pending[rel]
@@ -391,6 +401,7 @@ class Readiness:
                 path=str(self.landing / sc),
                 cause="sidecar without its data file; it is never ingested as data",
             )
+            self.on_reject(Rejected(sc, None, "a sidecar without its data file", ORPHAN_HINT))
         if self.one_shot or p.waits >= 10:
             # stop polling; a data file that comes later brings it back by event or scan
             return Verdict.DROP, 0.0, None

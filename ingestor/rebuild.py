@@ -57,6 +57,7 @@ _BATCH = 5000
 @dataclass
 class RebuildReport:
     records: int = 0
+    rejected: int = 0  # rejected files' lines: on record again
     manifest_files: int = 0
     claims: int = 0
     problems: dict[str, int] = field(default_factory=dict)
@@ -264,6 +265,11 @@ class _Lines:
                 if not dest.startswith(self.warehouse):
                     raise ManifestError(f"warehouse_path is not under the warehouse {self.s.warehouse}")
                 dest = dest[len(self.warehouse) :]
+            if rec.status is Status.REJECTED:  # on record again: not recorded a second time
+                self._rejected(rec, source[len(self.landing) :], mrel, offset)
+                return
+            if rec.mtime is None or rec.sha256 is None:
+                raise ManifestError("mtime or sha256 is null")
             mtime_ns = parse_rfc3339(rec.mtime)
             ingested_ns = parse_rfc3339(rec.ingested_at)
             for value in (rec.device, rec.inode):
@@ -301,6 +307,7 @@ class _Lines:
             return
         self.report.records += 1
         if status is Status.INGESTED:
+            assert rec.sha256 is not None
             key = content_key(rec.sha256, os.fsdecode(source_rel), self.s.dedup, self.scope)
             cur = self.conn.execute("INSERT OR IGNORE INTO content(key, id) VALUES (?, ?)", (key, rec.id))
             if cur.rowcount:
@@ -309,6 +316,19 @@ class _Lines:
                 self.report.add(
                     "duplicate_content", f"{where}: id {rec.id}: sha256 {rec.sha256} ingested twice"
                 )
+
+    def _rejected(self, rec: ManifestRecord, source_rel: bytes, mrel: str, offset: int) -> None:
+        def known(v: int | None) -> int:
+            return -1 if v is None else v
+
+        mtime_ns = -1 if rec.mtime is None else parse_rfc3339(rec.mtime)
+        self.conn.execute(
+            "INSERT OR IGNORE INTO rejections(id, site, source_rel, inode, device, size, mtime_ns, reason, hint, "
+            "at_ns, manifest_rel, manifest_floor, written, owner, run_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,1,?,?)",
+            (rec.id, self.site, source_rel, known(rec.inode), known(rec.device), known(rec.size), mtime_ns,
+             rec.reason or "", rec.hint, parse_rfc3339(rec.ingested_at), mrel, offset, self.owner, rec.run_id),
+        )  # fmt: skip
+        self.report.rejected += 1
 
     def _kept_times(self, source: bytes, rec: ManifestRecord, mtime_ns: int) -> tuple[int, int]:
         """A kept duplicate's exact mtime and ctime, from the file if it is still the one the line names."""

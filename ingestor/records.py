@@ -41,6 +41,7 @@ class Status(StrEnum):
 
     INGESTED = "ingested"
     DUPLICATE = "duplicate"
+    REJECTED = "rejected"  # will never land as it is (a symlink, a FIFO, unreadable...): ``reason``
 
 
 class Action(StrEnum):
@@ -50,6 +51,7 @@ class Action(StrEnum):
     QUARANTINED = "quarantined"  # a duplicate, moved under _duplicates/
     DELETED = "deleted"  # a duplicate, removed from the landing dir
     KEPT = "kept"  # a duplicate, left where it is (and remembered)
+    NONE = "none"  # rejected: nothing was done to the file
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,7 @@ class Candidate:
     size: int  # size seen by readiness (used to size batches)
     seen_at: float  # monotonic time of the first event or scan that saw it
     sidecar: str | None = None  # relative path of its `.ok` sidecar, if any
+    detected_ns: int = 0  # wall clock (ns) of the first event or scan that saw it; 0: not known
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,7 @@ class Record:
     seen_at: float = 0.0  # monotonic, this process only (latency metrics); 0 after recovery
     temp: str | None = None  # this process only: the copy made while hashing
     site: int = 0  # the landing dir (ledger ``sites``) the source path is relative to
+    detected_ns: int = 0  # wall clock (ns) of the first event or scan that saw it; 0: not known
 
 
 def fast_pickle(cls: type) -> None:

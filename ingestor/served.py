@@ -8,10 +8,15 @@ watcher's sink for that directory. Everything here is the loop's.
 from __future__ import annotations
 
 import asyncio
+import functools
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
+from ingestor import rejections
+from ingestor.errors import Fatal, Retryable
 from ingestor.landing import Landing
-from ingestor.ready import Readiness
+from ingestor.ready import Readiness, wait_event
+from ingestor.rejections import Rejected
 from ingestor.scanner import Scanner
 from ingestor.stages import SiteStages
 from ingestor.watch import InotifyWatcher, WatchdogWatcher
@@ -47,7 +52,12 @@ class Served:
             log=self.log,
             one_shot=daemon.one_shot,
             count_problem=m.error,
+            on_reject=self.rejected,
         )
+        self.rejects: list[Rejected] = []  # found, not on record yet
+        self._recording: asyncio.Task[None] | None = None
+        self._record_lock = asyncio.Lock()  # one job at a time puts rejections on record
+        self._rejections_closed = False
         self.scanner = Scanner(
             st, r, m, self.log, one_shot=daemon.one_shot, recover=daemon.recover,
             landing_replaced=self.landing_replaced, refused=daemon.refuse,
@@ -99,6 +109,44 @@ class Served:
             self.log.info("landing_dir_gone", path=str(self.s.input), cause=cause)
         self.stopping.set()
         d.task(d.stop_site(self), "stop-site")
+
+    # files that will not land, on record (rejections.py)
+
+    def rejected(self, r: Rejected) -> None:
+        """A file that will not land as it is: put on record soon, with others found meanwhile."""
+        self.rejects.append(r)
+        if not self._rejections_closed and (self._recording is None or self._recording.done()):
+            self._recording = self.daemon.task(self._record(), "rejections")
+
+    async def _record(self) -> None:
+        delay = 0.5
+        while self.rejects and not self._rejections_closed and not await self.record_rejections():
+            if await wait_event(self.stopping, delay):
+                return  # stopping: close_rejections makes the last attempt
+            delay = min(delay * 2, self.s.retry_max_seconds)
+
+    async def record_rejections(self) -> bool:
+        """One attempt to put what was found on record; False if it must be tried again."""
+        async with self._record_lock:  # after the job in flight, if any
+            batch, self.rejects = self.rejects, []
+            if not batch:
+                return True
+            try:
+                job = functools.partial(rejections.record, self.st, batch)
+                n = await asyncio.get_running_loop().run_in_executor(None, job)
+            except (Retryable, Fatal, OSError, sqlite3.Error) as exc:
+                self.rejects[:0] = batch
+                self.daemon.metrics.error("retryable")
+                self.log.warning("rejections_not_recorded", files=len(batch), error=str(exc))
+                return False
+            self.daemon.rejected += n
+            return True
+
+    async def close_rejections(self) -> None:
+        """The landing dir let go: one last attempt, after the job in flight; none after it (what is
+        left is found again by the next start)."""
+        self._rejections_closed = True
+        await self.record_rejections()
 
     # the watcher's sink (every call on the loop)
 

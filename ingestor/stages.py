@@ -27,12 +27,13 @@ import itertools
 import os
 import threading
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from ingestor import binding, ledger_db, procs, scanhelpers
+from ingestor import binding, ledger_db, procs, rejections, scanhelpers
 from ingestor.errors import Fatal, Refused
 from ingestor.fsops import TempDir
 from ingestor.ledger import Ledger
@@ -255,6 +256,7 @@ class Stages:
                 continue  # alive: a replay, or a daemon on another ledger sharing the warehouse
             records = ledger.adopt(owner, list(served))
             temps = sum(tmp.remove_owner(owner) for tmp in self.tmps.values())
+            self._finish_rejections(served.values(), owner)
             if records:
                 self._finish(records, served, done, dead_owner=owner, temporaries_removed=temps)
             elif temps:
@@ -265,12 +267,20 @@ class Stages:
     def recover_own(self, site: SiteStages) -> Outcome:
         """A landing dir served again: finish what this process left of it last time."""
         records = self.ledger.adopt(self.owner, [site.site.site_id])
+        self._finish_rejections([site], self.owner)
         done: dict[int, Outcome] = defaultdict(Outcome)
         if records:
             self._finish(
                 records, {site.site.site_id: site}, done, dead_owner=self.owner, temporaries_removed=0
             )
         return done[site.site.site_id]
+
+    def _finish_rejections(self, sites: Iterable[SiteStages], owner: str) -> None:
+        """The rejected files' lines ``owner`` committed and did not write (rejections.py)."""
+        for site in sites:
+            n = rejections.finish(site, owner)
+            if n:
+                self.log.info("recovered_rejections", dead_owner=owner, lines=n, path=str(site.s.input))
 
     def _finish(
         self,
@@ -320,6 +330,10 @@ class SiteStages:
     @property
     def tmp(self) -> TempDir:
         return self.shared.tmps[self.s.warehouse]
+
+    @property
+    def manifest(self) -> ManifestWriter:
+        return self.shared.writers[self.s.manifests]
 
     def land_job(self, batch: list[Any]) -> tuple[Site, list[Any]]:
         """What a lander process takes: the landing dir with the batch."""

@@ -301,6 +301,9 @@ class _Audit:
             rec = ManifestRecord.from_json(line)
             if not isinstance(rec.id, str) or not isinstance(rec.duplicate_of, str | None):
                 raise ManifestError("id or duplicate_of is not a string")
+            if rec.sha256 is None:  # rejected: no file in the warehouse, no record in the ledger
+                self.report.checked["rejected"] += 1
+                return
             sha = bytes.fromhex(rec.sha256)
             rel = None
             if (path := rec.warehouse) is not None:

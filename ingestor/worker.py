@@ -38,7 +38,7 @@ from ingestor.errors import BadInput, Gone, IngestError, Retryable, Stopping, fr
 from ingestor.fsops import PATH_MAX, TOO_LONG, TempDir, longer_than, rel_room, replaced
 from ingestor.layout import render, with_suffix
 from ingestor.ledger import Ledger, MovedUpdate
-from ingestor.manifest import DEFAULT_TAIL, LATE_APPEND_SECONDS, ManifestRecord, ManifestWriter, hour_end_ns
+from ingestor.manifest import LATE_APPEND_SECONDS, ManifestRecord, ManifestWriter, hour_end_ns
 from ingestor.move import Moved, Mover
 from ingestor.outcome import Outcome, Then, stat_key
 from ingestor.plan import DUPLICATES_DIR, Defer, PlanPolicy
@@ -60,10 +60,11 @@ class Worker:
         stop: threading.Event,
         log: Any,
         dry_run: bool = False,
-        tail: bytes = DEFAULT_TAIL,
+        tail: bytes | None = None,
     ) -> None:
         self.landing = landing
-        self.tail = tail  # the end of every manifest line: the source's name and values
+        # the end of every manifest line: the source's name and values, the host, the run
+        self.tail = tail if tail is not None else ManifestRecord.tail_of("default", {})
         self.landing_fd = landing_fd
         self.warehouse = warehouse
         self.landing_s = str(landing)

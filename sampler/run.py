@@ -206,7 +206,7 @@ class Runner:
             return
         stream.last_ingested_at = rec.ingested_at
         if rec.status is not Status.INGESTED:
-            m.skip(label, "duplicate")
+            m.skip(label, "rejected" if rec.status is Status.REJECTED else "duplicate")
             log.debug("record_skipped", id=rec.id, status=str(rec.status), reason="status")
             return
         ctx = {"id": rec.id, "path": rec.warehouse, "sha256": rec.sha256}

@@ -156,6 +156,8 @@ class Sampler:
 
     def sample(self, rec: ManifestRecord) -> Outcome:
         started = time.monotonic()
+        if rec.sha256 is None:  # a rejected file's line: nothing landed to sample
+            return Outcome(Event.REJECTED, message="a rejected file: nothing landed")
         try:
             parts = warehouse_parts(rec.warehouse, self.roots)
             hint = detect(parts[-1])  # the name's format; the content decides in _write

@@ -294,7 +294,7 @@ def cross_fs(
     landed = landed_bytes = 0
     want = dict(dropped.contents)
     for rec in _manifest_records(settings.manifests):
-        if rec.status == "ingested" and want.get(rec.sha256) == rec.size:
+        if rec.status == "ingested" and rec.sha256 is not None and want.get(rec.sha256) == rec.size:
             dest = rec.warehouse
             if dest is not None and os.path.isfile(dest) and os.path.getsize(dest) == rec.size:
                 del want[rec.sha256]

@@ -68,6 +68,15 @@ class Env:
         ]  # fmt: skip
 
     def records(self) -> list[ManifestRecord]:
+        """Every complete manifest line of a file that landed (ingested or duplicate), in file
+        then line order."""
+        return [r for r in self.lines() if r.status != "rejected"]
+
+    def rejected(self) -> list[ManifestRecord]:
+        """The lines of files that will not land."""
+        return [r for r in self.lines() if r.status == "rejected"]
+
+    def lines(self) -> list[ManifestRecord]:
         """Every complete manifest line, in file then line order."""
         out = []
         if not self.manifests.exists():

@@ -56,6 +56,9 @@ def check(
             ids[obj["id"]] += 1
             if obj["status"] == "ingested":
                 ingested.setdefault(obj["sha256"], []).append(obj)
+            elif obj["status"] == "rejected":
+                if obj["sha256"] is not None or obj["warehouse_path"] is not None or not obj["reason"]:
+                    problems.append(f"{path}:{n}: a rejected line with content or without a reason")
             else:
                 duplicates += 1
                 if obj["duplicate_of"] is None:
@@ -99,6 +102,9 @@ def check(
     # no unfinished ledger record
     if env.state.exists() and (n := open_records(env)):
         problems.append(f"{n} ledger records unfinished")
+    # every rejection on record has its line, once
+    if env.state.exists() and (n := unwritten_rejections(env)):
+        problems.append(f"{n} rejections without their manifest line")
     assert not problems, "invariant violated:\n  " + "\n  ".join(problems[:40])
     return {
         "contents": len(expected),
@@ -106,6 +112,17 @@ def check(
         "duplicates": duplicates,
         "lines": sum(ids.values()),
     }
+
+
+def unwritten_rejections(env: Env) -> int:
+    conn = sqlite3.connect(f"file:{env.state}?mode=ro", uri=True)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "rejections" not in tables:
+            return 0
+        return int(conn.execute("SELECT count(*) FROM rejections WHERE written=0").fetchone()[0])
+    finally:
+        conn.close()
 
 
 def open_records(env: Env) -> int:

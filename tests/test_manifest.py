@@ -8,16 +8,18 @@ import errno
 import fcntl
 import json
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 import pyarrow.json as pa_json
 import pytest
 
-from ingestor import __version__
+from ingestor import __version__, runs
 from ingestor import manifest as manifest_mod
 from ingestor.errors import Retryable
 from ingestor.manifest import (
@@ -254,6 +256,10 @@ def _obj() -> dict[str, object]:
         {"source": 3},
         {"dataset": {"vendor": 1}},
         {"dataset": ["sp"]},
+        {"host": 3},
+        {"run_id": ["x"]},
+        {"detected_at": 1.5},
+        {"status": "rejected"},  # a rejected line has a reason and no content
     ],
 )
 def test_from_json_rejects_bad_fields(change: dict[str, object]) -> None:
@@ -261,7 +267,7 @@ def test_from_json_rejects_bad_fields(change: dict[str, object]) -> None:
         ManifestRecord.from_json(orjson.dumps({**_obj(), **change}))
 
 
-@pytest.mark.parametrize("missing", [k for k in KEYS if k not in ("source", "dataset")])
+@pytest.mark.parametrize("missing", KEYS[: KEYS.index("detected_at")])
 def test_from_json_rejects_a_missing_key(missing: str) -> None:
     obj = {k: v for k, v in _obj().items() if k != missing}
     with pytest.raises(ManifestError):
@@ -568,9 +574,45 @@ def test_find_ids_finds_a_line_written_over_a_longer_torn_tail(writer: ManifestW
 
 
 def test_lines_written_before_sources_parse_with_null_source_and_dataset() -> None:
-    obj = {k: v for k, v in _obj().items() if k not in ("source", "dataset")}
+    obj = {k: v for k, v in _obj().items() if k in KEYS[: KEYS.index("detected_at")]}
     rec = ManifestRecord.from_json(orjson.dumps(obj))
     assert rec.source_name is None and rec.dataset is None
+    assert (rec.detected_at, rec.source_relpath, rec.host, rec.run_id) == (None, None, None, None)
+
+
+def test_every_line_names_its_host_run_relative_paths_and_when_the_file_was_first_seen() -> None:
+    runs.set_current("5f0c6f9e-0000-4000-8000-000000000001", "landing-host-1")
+    try:
+        rec = replace(record(), detected_ns=1_700_000_000_250_000_000)
+        obj = orjson.loads(ManifestRecord.line_of(rec, str(LANDING), str(WAREHOUSE)))
+    finally:
+        runs.set_current(None, socket.gethostname())
+    assert list(obj) == list(KEYS)
+    assert obj["detected_at"] == "2023-11-14T22:13:20.250000Z"
+    assert (obj["host"], obj["run_id"]) == ("landing-host-1", "5f0c6f9e-0000-4000-8000-000000000001")
+    assert obj["source_relpath"] == rec.source_rel
+    assert obj["warehouse_relpath"] == rec.dest_rel
+    assert obj["source_path"] == f"{LANDING}/{rec.source_rel}"
+    assert (obj["reason"], obj["hint"]) == (None, None)
+
+
+def test_a_rejected_line_has_a_reason_and_no_content(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    st = os.lstat(fifo)
+    line = ManifestRecord.rejected(
+        "01REJ", tmp_path, "pipe.csv", st, "a FIFO: never opened", "deliver a regular file", at_ns=10**18
+    ).to_json()
+    rec = ManifestRecord.from_json(line)
+    assert (rec.status, rec.action, rec.sha256, rec.warehouse) == (Status.REJECTED, Action.NONE, None, None)
+    assert (rec.size, rec.inode, rec.reason) == (0, st.st_ino, "a FIFO: never opened")
+    unreachable = ManifestRecord.rejected(
+        "01UNR", tmp_path, "x/y.csv", None, "cannot be reached", None, at_ns=1
+    )
+    assert ManifestRecord.from_json(unreachable.to_json()).size is None
+    for change in ({"sha256": "ab" * 32}, {"reason": None}, {"warehouse_path": "/w/x"}):
+        with pytest.raises(ManifestError):
+            ManifestRecord.from_json(orjson.dumps({**orjson.loads(line), **change}))
 
 
 def test_a_landing_dir_of_a_source_puts_its_name_and_values_in_every_line() -> None:

@@ -49,7 +49,8 @@ class Tree:
     def records(self, manifests: Path) -> list[ManifestRecord]:
         out = []
         for path in sorted(manifests.rglob("manifest.jsonl")):
-            out += [ManifestRecord.from_json(line) for line in path.read_bytes().split(b"\n")[:-1]]
+            lines = [ManifestRecord.from_json(line) for line in path.read_bytes().split(b"\n")[:-1]]
+            out += [r for r in lines if r.status != "rejected"]
         return out
 
     def all_records(self) -> list[ManifestRecord]:

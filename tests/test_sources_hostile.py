@@ -72,7 +72,8 @@ class Tree:
 
 
 def _lines(path: Path) -> list[ManifestRecord]:
-    return [ManifestRecord.from_json(line) for line in path.read_bytes().split(b"\n")[:-1]]
+    lines = [ManifestRecord.from_json(line) for line in path.read_bytes().split(b"\n")[:-1]]
+    return [r for r in lines if r.status != "rejected"]
 
 
 def _met(predicate: Any, timeout: float) -> bool:

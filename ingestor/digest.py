@@ -29,6 +29,7 @@ from ingestor import faults
 from ingestor.errors import BadInput, Gone, Stopping, from_oserror
 from ingestor.fsops import OPEN_DATA, TempDir, open_beneath, start_writeback, wait_writeback, write_all
 from ingestor.records import Candidate, Hashed, Identity
+from ingestor.rejections import kind_of
 
 BUFFER_SIZE = 1 << 20
 PIPELINE_ABOVE = 8 << 20  # larger files: reading (and copying) overlaps hashing
@@ -59,9 +60,7 @@ def digest(
     try:
         st = os.fstat(fd)
         if not stat_mod.S_ISREG(st.st_mode):
-            raise BadInput(
-                "open", cand.rel, "not a regular file", "FIFOs, sockets and devices are never read"
-            )
+            raise BadInput("open", cand.rel, kind_of(st.st_mode), "FIFOs, sockets and devices are never read")
         ident = Identity.of(st)
         if before_read is not None and not before_read(cand.rel, ident):
             return None

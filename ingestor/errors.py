@@ -79,6 +79,14 @@ _HINTS = {
 }
 
 
+# a source file the kernel refused, in the words of a rejection (cause, hint)
+_BAD_INPUT = {
+    errno.ELOOP: ("a symlink: never followed", "deliver the file itself, not a symlink to it"),
+    errno.EACCES: ("unreadable: permission denied", "let the ingestor's user read it: it then lands"),
+    errno.EPERM: ("unreadable: operation not permitted", "let the ingestor's user read it: it then lands"),
+}
+
+
 def from_oserror(op: str, path: str, exc: OSError, *, source: bool) -> IngestError:
     """Classify an OSError raised on the source side or the destination side."""
     code = exc.errno or 0
@@ -88,6 +96,8 @@ def from_oserror(op: str, path: str, exc: OSError, *, source: bool) -> IngestErr
         if code in (errno.ENOENT, errno.ENOTDIR):
             return Gone(op, path, "vanished")
         if code in (errno.ELOOP, errno.EXDEV, errno.ENXIO, errno.EACCES, errno.EPERM, errno.EISDIR):
+            if code in _BAD_INPUT and cause == os.strerror(code):  # the kernel's words: ours instead
+                cause, hint = _BAD_INPUT[code]
             return BadInput(op, path, cause, hint)
     if code in (
         errno.ENOSPC,

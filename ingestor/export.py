@@ -55,11 +55,8 @@ COMPRESSION = "zstd"  # read by DuckDB, polars and pyarrow (pandas) alike
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 DATASET = pa.map_(pa.string(), pa.string())
-_TS = "timestamp, RFC 3339 UTC in the JSON (2026-11-23T15:01:02.123456Z)"
-_WRAP = (
-    "int64: st_ino and st_dev are unsigned 64-bit in the kernel, so a value of 2^63 or more "
-    "(none seen on Linux filesystems in practice) is stored as value - 2^64: add 2^64 to a negative one"
-)
+_TS = "UTC, microseconds"  # in the JSON: RFC 3339, 2026-11-23T15:01:02.123456Z
+_WRAP = "int64: the kernel's is unsigned, so a value of 2^63 or more (unseen in practice) is stored as value - 2^64"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ class Landing:
         self.stopping = stopping
         self.ask_scan = ask_scan
         self.landing_replaced = landing_replaced
+        self._device = os.fstat(stages.landing_fd).st_dev  # a rejected file's, as the worker saw it
         self.retry: list[Record] = []  # planned records whose next step failed
         self.retry_due = 0.0
         self.retry_attempts = 0
@@ -242,7 +244,8 @@ class Landing:
         self.stats.failed += 1
         if key is not None and self.readiness.settle(rel, key) and exc is not None:
             self.log.warning("file_rejected", path=str(self.s.input / rel), cause=exc.cause, hint=exc.hint)
-            self.readiness.on_reject(Rejected(rel, None, exc.cause, exc.hint))
+            ino, size, mtime_ns, _ = key
+            self.readiness.on_reject(Rejected(rel, (ino, self._device, size, mtime_ns), exc.cause, exc.hint))
 
     def _back_off(self, failures: list[IngestError], paths: list[str], records: list[Record]) -> None:
         self.backoff = min(max(self.backoff * 2, 0.5), self.s.retry_max_seconds)

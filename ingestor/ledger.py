@@ -477,8 +477,11 @@ class Ledger:
         return self.call(op)
 
     def knows(self, rec_id: str) -> bool:
-        """Does the ledger hold a record with this id (any state)?"""
-        return self.reader().execute("SELECT 1 FROM files WHERE id = ?", (rec_id,)).fetchone() is not None
+        """Does the ledger hold a record (any state) or a rejection with this id?"""
+        conn = self.reader()
+        if conn.execute("SELECT 1 FROM files WHERE id = ?", (rec_id,)).fetchone() is not None:
+            return True
+        return conn.execute("SELECT 1 FROM rejections WHERE id = ?", (rec_id,)).fetchone() is not None
 
     def holds_open(self, owner: str) -> bool:
         """Does ``owner`` still have unfinished rows?"""

@@ -189,7 +189,7 @@ class ManifestRecord:
         rec_id: str,
         landing: str | Path,
         rel: str,
-        st: os.stat_result | None,
+        ident: tuple[int, int, int, int] | None,
         reason: str,
         hint: str | None,
         *,
@@ -197,7 +197,9 @@ class ManifestRecord:
         source: str = "default",
         dataset: dict[str, str] | None = None,
     ) -> ManifestRecord:
-        """The line of a file that will not land as it is (``st``: its ``lstat``, if any)."""
+        """The line of a file that will not land as it is (``ident``: its inode, device, size and
+        mtime, if known)."""
+        ino, dev, size, mtime_ns = ident if ident is not None else (None, None, None, None)
         src, src_b64 = encode_path(f"{landing}/{rel}")
         return cls(
             id=rec_id,
@@ -208,10 +210,10 @@ class ManifestRecord:
             warehouse_path=None,
             warehouse_path_b64=None,
             sha256=None,
-            size=st.st_size if st is not None else None,
-            mtime=rfc3339(st.st_mtime_ns) if st is not None else None,
-            device=st.st_dev if st is not None else None,
-            inode=st.st_ino if st is not None else None,
+            size=size,
+            mtime=rfc3339(mtime_ns) if mtime_ns is not None else None,
+            device=dev,
+            inode=ino,
             ingested_at=rfc3339(at_ns),
             duplicate_of=None,
             ingestor_version=__version__,

@@ -46,7 +46,8 @@ from ingestor.fsops import TOO_LONG, longer_than, rel_room
 from ingestor.globs import compile_globs
 from ingestor.outcome import stat_key
 from ingestor.records import Candidate
-from ingestor.rejections import ORPHAN_HINT, SHORTEN, Rejected, hint_for
+from ingestor.rejections import ORPHAN_HINT, SHORTEN, Rejected, hint_for, ident_of
+from ingestor.rejections import kind_of as _kind
 from ingestor.settings import Mode
 
 CHECK_BATCH = 4096
@@ -68,16 +69,6 @@ class Pending:
     waits: int = 0  # re-arms so far
 
 
-def _kind(mode: int) -> str:
-    if stat_mod.S_ISLNK(mode):
-        return "a symlink: never followed"
-    if stat_mod.S_ISFIFO(mode):
-        return "a FIFO: never opened"
-    if stat_mod.S_ISSOCK(mode):
-        return "a socket"
-    if stat_mod.S_ISCHR(mode) or stat_mod.S_ISBLK(mode):
-        return "a device: never opened"
-    return "not a regular file"
 
 
 class Readiness:
@@ -206,7 +197,7 @@ class Readiness:
                 hint = (
                     SHORTEN if cause == TOO_LONG else "check the permissions of the directories on its path"
                 )
-            self.on_reject(Rejected(rel, st, cause, hint))
+            self.on_reject(Rejected(rel, ident_of(st), cause, hint))
         self.pending.pop(rel, None)
 
     def written(self, rel: str) -> None:
@@ -311,7 +302,7 @@ class Readiness:
             if self.settle(rel, stat_key(st)):
                 self.log.warning("file_rejected", path=str(self.landing / rel), cause=_kind(st.st_mode))
                 self.count_problem("bad_input")
-                self.on_reject(Rejected(rel, st, _kind(st.st_mode), hint_for(st)))
+                self.on_reject(Rejected(rel, ident_of(st), _kind(st.st_mode), hint_for(st)))
             return Verdict.DROP, 0.0, None
         if st is None:
             self.settled.pop(rel, None)  # gone: nothing to remember about it
@@ -321,7 +312,7 @@ class Readiness:
                 self.orphans.discard(rel + self.sidecar_suffix)
                 return Verdict.DROP, 0.0, None
             if st is None:
-                return self._orphan(rel, p)
+                return self._orphan(rel, p, sc)
             if st.st_mtime_ns <= sc.st_mtime_ns and rel not in self.writing:
                 return Verdict.READY, 0.0, rel + self.sidecar_suffix
         if st is None:
@@ -390,7 +381,7 @@ class Readiness:
             timeout = self._heap[0][0] - now if self._heap else None
             await wait_event(self._wake, timeout)
 
-    def _orphan(self, rel: str, p: Pending) -> tuple[Verdict, float, str | None]:
+    def _orphan(self, rel: str, p: Pending, sc_st: os.stat_result) -> tuple[Verdict, float, str | None]:
         """A sidecar with no data file: report it once it has waited a window, never ingest it."""
         sc = rel + self.sidecar_suffix
         if (self.one_shot or p.waits >= 1) and sc not in self.orphans:
@@ -401,7 +392,7 @@ class Readiness:
                 path=str(self.landing / sc),
                 cause="sidecar without its data file; it is never ingested as data",
             )
-            self.on_reject(Rejected(sc, None, "a sidecar without its data file", ORPHAN_HINT))
+            self.on_reject(Rejected(sc, ident_of(sc_st), "a sidecar without its data file", ORPHAN_HINT))
         if self.one_shot or p.waits >= 10:
             # stop polling; a data file that comes later brings it back by event or scan
             return Verdict.DROP, 0.0, None

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ingestor.stages import SiteStages
 
 
+_UNKNOWN = (-1, -1, -1, -1)  # the identity of a file that could not be stat'ed
 SHORTEN = "shorten the path: the kernel takes no longer one below the landing dir"
 ORPHAN_HINT = "write its data file (it then lands), or remove the sidecar"
 
@@ -44,9 +45,26 @@ class Rejected:
     """A file readiness or a worker found will not land, and why."""
 
     rel: str
-    st: os.stat_result | None  # its lstat when it was judged, if there was one
+    ident: tuple[int, int, int, int] | None  # inode, device, size, mtime when judged; None: not known
     reason: str
     hint: str | None
+
+
+def ident_of(st: os.stat_result | None) -> tuple[int, int, int, int] | None:
+    return None if st is None else (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+
+
+def kind_of(mode: int) -> str:
+    """What a file that is not a regular file is, and what is never done to it."""
+    if stat_mod.S_ISLNK(mode):
+        return "a symlink: never followed"
+    if stat_mod.S_ISFIFO(mode):
+        return "a FIFO: never opened"
+    if stat_mod.S_ISSOCK(mode):
+        return "a socket"
+    if stat_mod.S_ISCHR(mode) or stat_mod.S_ISBLK(mode):
+        return "a device: never opened"
+    return "not a regular file"
 
 
 def hint_for(st: os.stat_result | None) -> str:
@@ -58,10 +76,6 @@ def hint_for(st: os.stat_result | None) -> str:
     return "fix what the reason says; the file lands once it can"
 
 
-def _identity(st: os.stat_result | None) -> tuple[int, int, int, int]:
-    if st is None:
-        return (-1, -1, -1, -1)
-    return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
 
 
 def record(stages: SiteStages, found: Sequence[Rejected]) -> int:
@@ -76,25 +90,17 @@ def record(stages: SiteStages, found: Sequence[Rejected]) -> int:
     manifest_rel = manifest_rel_for(now)
     writer = stages.manifest
     floor = writer.size(manifest_rel)
-    rows = []
-    for r in found:
-        st = r.st
-        if st is None:  # a worker's rejection: the file as it is now
-            try:
-                st = os.lstat(f"{landing}/{r.rel}")
-            except OSError:
-                st = None
-        rows.append((str(ulid.ULID.from_timestamp(now / 1e9)), r, st))
+    rows = [(str(ulid.ULID.from_timestamp(now / 1e9)), r) for r in found]
     owner = stages.ledger.owner
 
     def insert(conn: sqlite3.Connection) -> list[str]:
         new = []
-        for rec_id, r, st in rows:
+        for rec_id, r in rows:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO rejections(id, site, source_rel, inode, device, size, mtime_ns, "
                 "reason, hint, at_ns, manifest_rel, manifest_floor, owner, run_id) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (rec_id, site.site_id, os.fsencode(r.rel), *_identity(st), r.reason, r.hint, now,
+                (rec_id, site.site_id, os.fsencode(r.rel), *(r.ident or _UNKNOWN), r.reason, r.hint, now,
                  manifest_rel, floor, owner, runs.RUN_ID),
             )  # fmt: skip
             if cur.rowcount:
@@ -106,9 +112,9 @@ def record(stages: SiteStages, found: Sequence[Rejected]) -> int:
         return 0
     lines = [
         ManifestRecord.rejected(
-            rec_id, landing, r.rel, st, r.reason, r.hint, at_ns=now, source=site.source, dataset=site.dataset
+            rec_id, landing, r.rel, r.ident, r.reason, r.hint, at_ns=now, source=site.source, dataset=site.dataset
         ).to_json()
-        for rec_id, r, st in rows
+        for rec_id, r in rows
         if rec_id in new
     ]
     writer.append(manifest_rel, lines)
@@ -151,10 +157,10 @@ def finish(stages: SiteStages, owner: str) -> int:
         for rec_id, rel, ino, dev, size, mtime_ns, reason, hint, at_ns, _, _ in group:
             if rec_id in there:
                 continue
-            st = None if ino == -1 else _Stat(ino, dev, size, mtime_ns)
+            ident = None if ino == -1 else (ino, dev, size, mtime_ns)
             lines.append(
                 ManifestRecord.rejected(
-                    rec_id, landing, os.fsdecode(rel), st, reason, hint,  # type: ignore[arg-type]
+                    rec_id, landing, os.fsdecode(rel), ident, reason, hint,
                     at_ns=at_ns, source=site.source, dataset=site.dataset,
                 ).to_json()
             )  # fmt: skip
@@ -163,13 +169,3 @@ def finish(stages: SiteStages, owner: str) -> int:
             appended += len(lines)
     _written(stages, [r[0] for r in rows])
     return appended
-
-
-@dataclass(frozen=True, slots=True)
-class _Stat:
-    """The part of an ``lstat`` a rejected line shows, from the ledger."""
-
-    st_ino: int
-    st_dev: int
-    st_size: int
-    st_mtime_ns: int

@@ -193,7 +193,7 @@ def test_fifo_is_bad_input_and_does_not_hang(tmp_path: Path) -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "BadInput: not a regular file"
+    assert res.stdout.strip() == "BadInput: a FIFO: never opened"
     assert os.listdir(tmp_path / "wh" / ".ingestor-tmp") == []  # not even a temporary for it
 
 

@@ -218,9 +218,34 @@ def _read(conn: sqlite3.Connection, now: int) -> dict[str, Any]:
             "age_seconds": round(max(now - last[5], 0) / 1e9, 3),
         },
         "landed": landed,
+        "rejected": _rejected(conn, site_path),
         "waiting": WAITING_NOTE,
         "sources": _by_source(conn, sites) if many else None,
     }
+
+
+def _rejected(conn: sqlite3.Connection, site_path: Any) -> dict[str, Any]:
+    """Files on record as rejected (they stay where they are): by reason, with the latest path."""
+    try:
+        rows = conn.execute(
+            "SELECT reason, count(*), max(id) FROM rejections GROUP BY reason ORDER BY 2 DESC, 1"
+        ).fetchall()
+    except sqlite3.OperationalError:  # a ledger of a version before rejections: none on record
+        rows = []
+    by_reason = []
+    for reason, n, latest_id in rows:
+        row = conn.execute(
+            "SELECT source_rel, at_ns, site FROM rejections WHERE id = ?", (latest_id,)
+        ).fetchone()
+        by_reason.append(
+            {
+                "reason": reason,
+                "count": n,
+                "latest_path": site_path(row[2], row[0], 0),
+                "latest_at": rfc3339(row[1]),
+            }
+        )
+    return {"files": sum(r["count"] for r in by_reason), "by_reason": by_reason}
 
 
 def read_daemon(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> dict[str, Any]:
@@ -314,6 +339,13 @@ def render(report: dict[str, Any]) -> str:
             f"({human_bytes(c['bytes'])}), {_n(c['duplicates'])} duplicates, {_n(c['open'])} open, "
             f"{_n(c['abandoned'])} abandoned; last landed {c['last_landed_at'] or 'never'}"
         )
+    rejected = report["rejected"]
+    if rejected["files"]:
+        lines.append(f"rejected     {_n(rejected['files'])} files that will not land as they are:")
+        for r in rejected["by_reason"]:
+            lines.append(
+                f"               {_n(r['count'])} {r['reason']} (latest {r['latest_at']} {r['latest_path']})"
+            )
     errs = report["errors"]
     if not errs["abandoned"]:
         lines.append("errors       none (no abandoned record)")

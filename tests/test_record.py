@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import ulid
 
 from ingestor import runs
@@ -62,6 +63,12 @@ def test_a_fifo_is_rejected_once_on_record_then_lands_once_replaced_by_a_file(en
     assert len(env.rejected()) == 2
     assert Path(env.ingested()[0].source).name == "orders.csv"
     assert query(env, "SELECT count(*), sum(written) FROM rejections") == [(2, 2)]
+    res = run_ingestor("status", "--state-path", str(env.state), "--json", cwd=env.root)
+    rejected = orjson.loads(res.stdout)["rejected"]
+    assert rejected["files"] == 2
+    assert {r["reason"] for r in rejected["by_reason"]} == {"a FIFO: never opened", "a symlink: never followed"}
+    text = run_ingestor("status", "--state-path", str(env.state), cwd=env.root).stdout
+    assert "rejected     2 files that will not land as they are:" in text
     link.unlink()
     invariants.check(env, {env.ingested()[0].sha256: 11})
 

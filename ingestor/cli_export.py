@@ -144,10 +144,14 @@ def export_command(
         doc = {**report.as_dict(), "manifests": [str(d) for d in dirs], "since": since, "until": until}
         sys.stdout.write(orjson.dumps(doc).decode() + "\n")
     else:
-        unfinished = f", {report.unfinished} unfinished last lines skipped" if report.unfinished else ""
+        notes = [f"{report.bad_lines} bad"]
+        if report.unfinished:
+            notes.append(f"{report.unfinished} unfinished last lines skipped")
+        if report.vanished:
+            notes.append(f"{report.vanished} files removed before they were read")
         sys.stdout.write(
-            f"exported {report.files} manifest files, {report.lines} lines ({report.bad_lines} bad"
-            f"{unfinished}): {report.rows} rows to {report.output} in {report.seconds} s\n"
+            f"exported {report.files} manifest files, {report.lines} lines ({', '.join(notes)}): "
+            f"{report.rows} rows to {report.output} in {report.seconds} s\n"
         )
     raise typer.Exit(1 if report.bad_lines else 0)
 

@@ -194,7 +194,7 @@ def test_sixty_hourly_files_null_but_in_the_last_load_typed_in_duckdb_polars_and
     out.parent.mkdir()
     doc = export_json("--manifests", str(manifests), "--output", str(out))
     assert doc | {"seconds": 0} == {
-        "files": 60, "lines": 300, "bad_lines": 0, "unfinished": 0, "rows": 300, "output": str(out),
+        "files": 60, "lines": 300, "bad_lines": 0, "unfinished": 0, "vanished": 0, "rows": 300, "output": str(out),
         "seconds": 0, "manifests": [str(manifests)], "since": None, "until": None,
     }  # fmt: skip
     assert sorted(os.listdir(out.parent)) == ["manifests.parquet"]  # no temporary left
@@ -282,11 +282,11 @@ def test_a_torn_last_line_is_not_yet_written_and_skipped(tmp_path: Path) -> None
 def test_bad_lines_are_reported_with_file_and_offset_and_exit_1(tmp_path: Path) -> None:
     manifests = tmp_path / "manifests"
     good = [record(n, START) for n in range(1, 4)]
-    bad: list[tuple[bytes | dict[str, Any], str]] = [
+    bad: list[tuple[bytes | dict[str, Any], str]] = [  # reported in this order, the file's
+        (record(10, START, size="big"), 'size is not an integer below 2^64: "big"'),
         (b"not json at all", "not JSON"),
         (b"[1, 2]", "not a JSON object: [1,2]"),
         (b"", "not JSON"),
-        (record(10, START, size="big"), 'size is not an integer below 2^64: "big"'),
         (record(11, START, size=1.5), "size is not an integer below 2^64: 1.5"),
         (record(12, START, id=None), "id is missing or null"),
         (
@@ -351,6 +351,18 @@ def test_a_batch_boundary_keeps_rows_and_order(tmp_path: Path) -> None:
     assert (report.rows, report.bad_lines, report.lines) == (21, 3, 24)
     assert pq.read_table(out, columns=["id"])["id"].to_pylist() == ids
     assert pq.ParquetFile(out).metadata.num_row_groups == 6
+
+
+def test_an_hour_file_removed_before_it_is_read_is_counted_not_fatal(tmp_path: Path) -> None:
+    manifests = tmp_path / "manifests"
+    write_hour(manifests, START, [b"bad", record(1, START)])
+    doomed = write_hour(manifests, START + dt.timedelta(hours=1), [record(2, START)])
+    write_hour(manifests, START + dt.timedelta(hours=2), [record(3, START)])
+    # told of the bad line while the first file is read (a batch of one): a retention job strikes
+    report = export.export(
+        [manifests], tmp_path / "m.parquet", batch_lines=1, on_bad=lambda _: doomed.unlink()
+    )
+    assert (report.files, report.vanished, report.rows, report.bad_lines) == (2, 1, 2, 1)
 
 
 # ----------------------------------------------------------------- which files

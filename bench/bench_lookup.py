@@ -32,6 +32,7 @@ of a rejected file, a file waiting in the landing dir (no record: the
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import os
 import random
@@ -43,6 +44,7 @@ from typing import Any
 
 import common as c
 import orjson
+import ulid
 
 from ingestor import __version__
 from ingestor import lookup as lookup_mod
@@ -62,18 +64,26 @@ _B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 DEVICE = 64769
 
 
+_PAIRS = [a + b for a in _B32 for b in _B32]  # 10 bits -> two characters
+
+
 def _ulid(ms: int, counter: int) -> str:
-    """A valid ULID of millisecond ``ms`` whose random part is ``counter``: sortable, fast."""
-    out = []
-    for _ in range(10):
-        ms, r = divmod(ms, 32)
-        out.append(_B32[r])
-    head = "".join(reversed(out))
-    tail = []
-    for _ in range(16):
-        counter, r = divmod(counter, 32)
-        tail.append(_B32[r])
-    return head + "".join(reversed(tail))
+    """A valid ULID of millisecond ``ms`` whose random part is ``counter``: sortable, fast (its 130
+    bits, ten at a time)."""
+    value = ms << 80 | counter
+    return "".join([_PAIRS[value >> shift & 1023] for shift in range(120, -1, -10)])
+
+
+@functools.lru_cache(maxsize=64)
+def _hour_text(hour: int) -> str:
+    t = time.gmtime(hour * 3600)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:"
+
+
+def _rfc3339(ns: int) -> str:
+    """``manifest.rfc3339`` without a ``gmtime`` per call (the manifest's is checked against it)."""
+    secs, rem = divmod(ns, 1_000_000_000)
+    return f"{_hour_text(secs // 3600)}{secs // 60 % 60:02d}:{secs % 60:02d}.{rem // 1000:06d}Z"
 
 
 def _hour_rel(hour_ns: int) -> str:
@@ -89,9 +99,15 @@ def build(root: Path, n: int) -> dict[str, Any]:
         d.mkdir(parents=True, exist_ok=True)
     state = root / "state" / "ledger.sqlite"
     conn = sqlite3.connect(state, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=OFF")  # building a fixture, not measuring
+    conn.execute("PRAGMA journal_mode=OFF")  # building a fixture, not measuring (WAL once built)
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA cache_size=-262144")
     conn.executescript(TABLES)
+    now = time.time_ns()
+    if _rfc3339(now) != rfc3339(now) or _ulid(now // 10**6, 7) != str(
+        ulid.ULID.from_bytes(((now // 10**6) << 80 | 7).to_bytes(16, "big"))
+    ):
+        raise c.BenchError("the fast time stamps or ids differ from the manifest's")
     have = tuple(r[1] for r in conn.execute("PRAGMA table_info(files)"))
     if have != COLUMNS:
         raise c.BenchError(f"ledger schema changed: files has {have}; update COLUMNS and the rows here")
@@ -144,8 +160,8 @@ def build(root: Path, n: int) -> dict[str, Any]:
             if not abandoned:
                 line = dict(zip(KEYS, (
                     rec_id, status, action, f"{landing}/{src}", None, f"{warehouse}/{dest}", None, sha,
-                    4096 + i % 4096, rfc3339(ns - 5_000_000_000), DEVICE, 10**8 + i, rfc3339(ns), original,
-                    __version__, rfc3339(ns - 2_000_000_000), src, dest, None, None,
+                    4096 + i % 4096, _rfc3339(ns - 5_000_000_000), DEVICE, 10**8 + i, _rfc3339(ns), original,
+                    __version__, _rfc3339(ns - 2_000_000_000), src, dest, None, None,
                     tail["source"], tail["dataset"], tail["host"], run_ids[h],
                 ), strict=True))  # fmt: skip
                 data = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
@@ -159,8 +175,8 @@ def build(root: Path, n: int) -> dict[str, Any]:
                 rejs.append((rej_id, 0, rsrc.encode(), 2 * 10**8 + i, DEVICE, 0, ns, "a FIFO: never opened",
                              "deliver a regular file", ns, rel, floor, owner, run_ids[h]))  # fmt: skip
                 line = dict(zip(KEYS, (
-                    rej_id, "rejected", "none", f"{landing}/{rsrc}", None, None, None, None, 0, rfc3339(ns),
-                    DEVICE, 2 * 10**8 + i, rfc3339(ns), None, __version__, None, rsrc, None,
+                    rej_id, "rejected", "none", f"{landing}/{rsrc}", None, None, None, None, 0, _rfc3339(ns),
+                    DEVICE, 2 * 10**8 + i, _rfc3339(ns), None, __version__, None, rsrc, None,
                     "a FIFO: never opened", "deliver a regular file", *tail.values(), run_ids[h],
                 ), strict=True))  # fmt: skip
                 data = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
@@ -191,7 +207,7 @@ def build(root: Path, n: int) -> dict[str, Any]:
     conn.execute("COMMIT")
     loaded = time.monotonic() - t0
     conn.executescript(INDEXES)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("PRAGMA journal_mode=WAL")  # as a ledger is
     conn.close()
     return {
         "state": state, "landing": landing, "warehouse": warehouse, "hours": hours, "sample": sample,

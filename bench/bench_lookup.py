@@ -257,7 +257,7 @@ def time_queries(state: Path, asked: dict[str, list[str]]) -> tuple[dict[str, di
                 if (kind == "not found") == bool(answer["matches"]):
                     raise c.BenchError(f"{kind} {q}: {answer}")
             out[kind] = {"queries": len(ms), "matches_per_query": matches / len(ms), "p50_ms": c.percentile(ms, 50),
-                         "p99_ms": c.percentile(ms, 99), "max_ms": max(ms), "mean_ms": sum(ms) / len(ms)}  # fmt: skip
+                         "p99_ms": c.percentile(ms, 99), "max_ms": max(ms), "mean_ms": sum(ms) / len(ms), "over_50ms": sum(1 for x in ms if x >= 50)}  # fmt: skip
     finally:
         conn.close()
     return out, opened_ms
@@ -339,6 +339,7 @@ def main() -> None:
     print(cli_tab)
     print(f"\nopening the ledger (read-only connection, sites): {opened_ms:.1f} ms")
     print(f"during the run: {neighbours}")
+    over = sum(v["over_50ms"] for v in timed.values())
     worst = max(timed.values(), key=lambda v: v["p99_ms"])
     worst_kind = next(k for k, v in timed.items() if v is worst)
     target = c.Target(
@@ -357,7 +358,10 @@ def main() -> None:
         f"built). Opening the ledger and reading its landing dirs: {opened_ms:.1f} ms.\n\n"
         f"{tab}\n\nEach kind once through the real command (`ingestor lookup --state-path L QUERY --json`, a new "
         f"process; `ingestor --version` beside it is the interpreter and CLI start alone):\n\n{cli_tab}\n\n"
-        f"Target < 50 ms per query: {'met' if target.met else 'NOT met'} ({target.figure}).\n\n"
+        f"The start of the process is most of a lookup's wall time: `ingestor --version` alone took "
+        f"{cli['(ingestor --version)']['wall_ms']:.0f} ms.\n\n"
+        f"Target < 50 ms per query: {'met' if target.met else 'NOT met'} at p99 ({target.figure}); "
+        f"{over} of the {count * len(KINDS):,} queries took longer.\n\n"
         f"During the run: {neighbours}.\n"
     )
     data = {"records": n, "queries": count, "build_s": fx["build_s"], "opened_ms": opened_ms, "timed": timed,

@@ -57,9 +57,11 @@ from ingestor.ledger_db import SCHEMA
 COLUMNS = (
     "id", "state", "status", "action", "owner", "source_rel", "device", "inode", "size", "mtime_ns",
     "sha256", "dest_rel", "manifest_rel", "manifest_floor", "ingested_ns", "duplicate_of",
-    "sidecar_rel", "note", "updated_ns", "ctime_ns", "site", "wh",
+    "sidecar_rel", "note", "updated_ns", "ctime_ns", "site", "wh", "detected_ns",
 )  # fmt: skip
-INSERTED = COLUMNS[:-3]  # ctime_ns keeps its default (0: not known); site and wh 0: the one landing dir
+# ctime_ns and detected_ns keep their defaults (0: not known); site and wh 0: the one landing dir
+INSERTED = COLUMNS[: COLUMNS.index("ctime_ns")]
+SITE_COLUMNS = COLUMNS[: COLUMNS.index("wh") + 1]  # the rows of a ledger of sources (bench_sources)
 _B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32, as ULIDs use
 
 

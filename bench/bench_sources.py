@@ -201,7 +201,8 @@ def fill(served: Sequence[Tree], files: int) -> float:
     duplicate of an original landed in its landing dir's warehouse; returns seconds."""
     t0 = time.monotonic()
     leaves = served[0].leaves
-    insert = f"INSERT INTO files({', '.join(bm.COLUMNS)}) VALUES ({', '.join('?' * len(bm.COLUMNS))})"
+    cols = bm.SITE_COLUMNS
+    insert = f"INSERT INTO files({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
     owner = str(ulid.ULID())
     now = time.time_ns()
     ledgers = []

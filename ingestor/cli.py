@@ -386,4 +386,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # ``python -m ingestor.cli``: this file runs as ``__main__``, and the modules that register
+    # commands (cli_export, cli_lookup) register them on ``ingestor.cli``, a second copy: run that
+    from ingestor import cli
+
+    cli.main()

@@ -15,30 +15,30 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 
-from ingestor import command, export, sources
+from ingestor import command, sources
 from ingestor.cli import ConfigOpt, JsonOpt, SourceOpt, _load, app, with_flags
 from ingestor.ledger_db import connect
 from ingestor.settings import SettingsError, parse_path
+
+if TYPE_CHECKING:
+    from ingestor import export
 
 SHOWN_BAD = 20  # bad lines printed one by one; the summary counts them all
 
 manifest_app = command.group("The manifests: their schema, and a typed export to Parquet.")
 app.add_typer(manifest_app, name="manifest")
-# ``python -m ingestor.cli`` runs cli.py as ``__main__``, and the import above loads it a second
-# time as ``ingestor.cli``: register on the app that runs too (cli.py's own commands are on both)
-_main = sys.modules.get("__main__")
-if _main is not None and getattr(getattr(_main, "__spec__", None), "name", None) == "ingestor.cli":
-    _main.app.add_typer(manifest_app, name="manifest")
 
 
 def _hour(option: str, text: str | None, *, end: bool) -> export.Hour | None:
     if text is None:
         return None
+    from ingestor import export
+
     try:
         return export.parse_hour(text, end=end)
     except ValueError as exc:
@@ -116,6 +116,8 @@ def export_command(
     column is reported on stderr with its file and offset and left out.
     Exit 0 when every line was exported, 1 when some were bad, 2 on bad usage.
     """
+    from ingestor import export  # pyarrow: loaded by the commands that need it
+
     first, last = _hour("--since", since, end=False), _hour("--until", until, end=True)
     if first is not None and last is not None and first > last:
         raise SettingsError(f"invalid --since/--until: {since} is after {until}")
@@ -172,6 +174,8 @@ def schema_command(
     types, e.g. duckdb -c "select * from read_json('manifests/*/*/*/*/manifest.jsonl',
     columns=$(ingestor manifest schema --duckdb), format='newline_delimited')".
     """
+    from ingestor import export  # pyarrow: loaded by the commands that need it
+
     if duckdb:
         sys.stdout.write(export.duckdb_columns() + "\n")
         return

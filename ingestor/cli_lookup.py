@@ -147,8 +147,3 @@ def _register(target: typer.Typer) -> None:
 
 
 _register(app)
-# ``python -m ingestor.cli`` runs cli.py as ``__main__``, and its import of this module loads it a
-# second time as ``ingestor.cli``: register on the app that runs too (as cli_export does)
-_main = sys.modules.get("__main__")
-if _main is not None and getattr(getattr(_main, "__spec__", None), "name", None) == "ingestor.cli":
-    _register(_main.app)

@@ -66,6 +66,7 @@ from ingestor.stages import SiteStages, Stages
 from ingestor.watch import InotifyHub, InotifyWatcher, WatchdogWatcher
 
 LANDING_POLL_SECONDS = 1.0  # how often a literal landing path that names no directory is looked at
+PASS_SCANS_WITH_HELPERS = 2  # scans at once in a pass that shares helper processes
 RETRY_ROUNDS = 3  # a replay gives up on records still failing after this many retries
 FD_PER_LANDING_DIR = 8  # its descriptor, three bindings, the temporary dir, room for its scan
 FD_RESERVE = 128  # kept free for the ledger's connections, scans, lander pipes, the metrics
@@ -479,7 +480,13 @@ class Daemon:
 
     async def scan_pass(self, sites: list[Served], helpers: scanhelpers.HelperPool | None) -> None:
         """A full scan of each landing dir (in a one-shot run, what it was asked to scan), one
-        at a time (the scan slot), sharing ``helpers``, which are stopped at the end."""
+        at a time (the scan slot), sharing ``helpers``, which are stopped at the end.
+
+        With helpers, two at a time, in slots of the pass's own: the helpers do the checking,
+        and the scan of the next landing dir walks while the last chunks of the one before are
+        checked (one at a time, the helpers would wait at the end of every landing dir).
+        """
+        slots = asyncio.Semaphore(PASS_SCANS_WITH_HELPERS) if helpers is not None else None
 
         async def one(v: Served) -> None:
             if v.stopping.is_set():
@@ -488,7 +495,7 @@ class Daemon:
                 v.scanner.targets.add("")
             v.scanner.shared = helpers
             try:
-                await v.scanner.scan(recovered=True)
+                await v.scanner.scan(recovered=True, slots=slots)
             finally:
                 v.scanner.shared = None
 

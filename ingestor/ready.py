@@ -69,8 +69,6 @@ class Pending:
     waits: int = 0  # re-arms so far
 
 
-
-
 class Readiness:
     def __init__(
         self,

@@ -76,8 +76,6 @@ def hint_for(st: os.stat_result | None) -> str:
     return "fix what the reason says; the file lands once it can"
 
 
-
-
 def record(stages: SiteStages, found: Sequence[Rejected]) -> int:
     """In a thread: record what was not recorded before, line and all; returns how many.
 
@@ -112,7 +110,15 @@ def record(stages: SiteStages, found: Sequence[Rejected]) -> int:
         return 0
     lines = [
         ManifestRecord.rejected(
-            rec_id, landing, r.rel, r.ident, r.reason, r.hint, at_ns=now, source=site.source, dataset=site.dataset
+            rec_id,
+            landing,
+            r.rel,
+            r.ident,
+            r.reason,
+            r.hint,
+            at_ns=now,
+            source=site.source,
+            dataset=site.dataset,
         ).to_json()
         for rec_id, r in rows
         if rec_id in new

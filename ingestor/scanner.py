@@ -130,15 +130,18 @@ class Scanner:
                 self.targets.add("")
             await self.scan()
 
-    async def scan(self, *, recovered: bool = False) -> None:
+    async def scan(
+        self, *, recovered: bool = False, slots: asyncio.Semaphore | asyncio.Lock | None = None
+    ) -> None:
         """One scan of everything asked for since the last one (one at a time);
-        ``recovered``: the caller ran the recovery pass a full scan begins with.
+        ``recovered``: the caller ran the recovery pass a full scan begins with; ``slots``: the
+        slots to take instead of the daemon's (a pass with helpers).
 
         A scan that fails on the environment (no descriptor left, an
         unreadable directory on the way, the ledger busy) is said and done
         again at the next full scan: the landing dir is still served.
         """
-        async with self._one, self.slots:
+        async with self._one, slots or self.slots:
             try:
                 await self._scan(recovered)
             except (OSError, sqlite3.Error, Retryable) as exc:

@@ -44,7 +44,9 @@ class Report:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     problems: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {k: [] for k in KINDS})
     checked: dict[str, float] = field(
-        default_factory=lambda: dict.fromkeys(("lines", "files", "records", "bytes_hashed", "seconds"), 0)
+        default_factory=lambda: dict.fromkeys(
+            ("lines", "rejected", "files", "records", "bytes_hashed", "seconds"), 0
+        )
     )
 
     def add(self, kind: str, **example: Any) -> None:
@@ -79,7 +81,8 @@ def render_text(report: Report) -> str:
         if n > len(report.problems[kind]):
             out.append(f"  ... and {n - len(report.problems[kind])} more")
     c = report.checked
-    totals = f"{c['lines']} lines, {c['files']} files, {c['records']} records"
+    rejected = f" (of them {c['rejected']} rejected files)" if c["rejected"] else ""
+    totals = f"{c['lines']} lines{rejected}, {c['files']} files, {c['records']} records"
     tail = f"({c['bytes_hashed']} bytes hashed in {c['seconds']} s)"
     if report.ok:
         out.append(f"OK: {totals} verified {tail}")

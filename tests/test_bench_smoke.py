@@ -148,3 +148,14 @@ def test_naive_reference_once(tmp_path: Path) -> None:
     ]
     assert [x["status"] for x in lines] == ["ingested"]
     assert (landing / ".hidden").exists() and not (landing / "sub" / "a.csv").exists()
+
+
+def test_lookup(tmp_path: Path) -> None:
+    data = run_quick("bench_lookup.py", tmp_path)["data"]
+    kinds = data["timed"]
+    assert {"source path", "warehouse path", "sha256", "8-char prefix", "id", "not found"} <= set(kinds)
+    for name, q in kinds.items():
+        assert q["queries"] > 0 and positive(q["p50_ms"], q["max_ms"]), (name, q)
+        assert q["matches_per_query"] == (0.0 if name == "not found" else 1.0), (name, q)
+    assert data["cli"]["not found"]["exit"] == 1
+    assert all(c["exit"] == 0 for name, c in data["cli"].items() if name != "not found")

@@ -58,10 +58,10 @@ def make_workload(landing: Path) -> dict[str, int]:
     return {sha256_file(landing / rel): len(data) for rel, data in files.items() if not rel.endswith(".ok")}
 
 
-def replay(env: Env, *prefix: str) -> subprocess.CompletedProcess[str]:
+def replay(env: Env, *prefix: str, level: str = "warning") -> subprocess.CompletedProcess[str]:
     cmd = [
         *prefix,
-        *ingestor_cmd("replay", *env.args(), "--stability-seconds", "0", "--log-level", "warning"),
+        *ingestor_cmd("replay", *env.args(), "--stability-seconds", "0", "--log-level", level),
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=env.root)
 
@@ -73,10 +73,16 @@ def fresh(env: Env, root: Path, landing_root: Path) -> Env:
     return Env.under(root, landing_root)
 
 
-def crash_points(env: Env) -> list[tuple[str, int]]:
+def crash_points(
+    env: Env,
+    ok: tuple[int, ...] = (0,),
+    stride: dict[str, int] | None = None,
+    cap: int = CI_POINTS,
+    level: str = "warning",
+) -> list[tuple[str, int]]:
     trace = env.root / "trace.txt"
-    res = replay(env, STRACE or "strace", "-f", "-qq", "-o", str(trace), "-e", f"trace={CALLS}")
-    assert res.returncode == 0, res.stderr
+    res = replay(env, STRACE or "strace", "-f", "-qq", "-o", str(trace), "-e", f"trace={CALLS}", level=level)
+    assert res.returncode in ok, res.stderr
     counts: Counter[str] = Counter()
     for line in trace.read_text().splitlines():
         m = re.match(r"\d+\s+(\w+)\(", line)
@@ -84,14 +90,14 @@ def crash_points(env: Env) -> list[tuple[str, int]]:
             counts[m.group(1)] += 1
     points = []
     for call, n in sorted(counts.items()):
-        stride = 1 if FULL else STRIDE.get(call, 1)
-        points += [(call, k) for k in range(1, n + 1) if (k - 1) % stride == 0 or k == n]
-    if not FULL and len(points) > CI_POINTS:
+        every = 1 if FULL else (stride or STRIDE).get(call, 1)
+        points += [(call, k) for k in range(1, n + 1) if (k - 1) % every == 0 or k == n]
+    if not FULL and len(points) > cap:
         # every kind of call keeps its first and last point; the rest are spread evenly
         keep = {(c, k) for c, k in points if k == 1 or k == counts[c]}
         rest = [p for p in points if p not in keep]
-        step = len(rest) / max(1, CI_POINTS - len(keep))
-        keep.update(rest[int(i * step)] for i in range(max(0, CI_POINTS - len(keep))))
+        step = len(rest) / max(1, cap - len(keep))
+        keep.update(rest[int(i * step)] for i in range(max(0, cap - len(keep))))
         points = sorted(keep)
     return points
 
@@ -131,3 +137,45 @@ def test_crash_at_every_file_changing_syscall(env: Env, roots: tuple[Path, Path]
     )
     assert killed >= len(points) // 2, f"only {killed} of {len(points)} runs were killed"
     print(f"\nsweep: {len(points)} crash points, {killed} killed runs, 0 violations")
+
+
+def make_rejected_workload(landing: Path) -> dict[str, int]:
+    """Two files that never land (a FIFO, a symlink): nothing lands."""
+    os.mkfifo(landing / "pipe.csv")
+    (landing / "link.csv").symlink_to("/etc/hostname")
+    return {}
+
+
+def test_crash_at_every_file_changing_syscall_of_a_rejection(env: Env, tmp_path: Path) -> None:
+    """Killed anywhere while files are put on record as rejected: each is on record once, with its
+    line, after the next run.
+
+    strace counts ``when=N`` per thread, and the first thread to reach its Nth call dies: the
+    workload is rejected files only and the log level ``error``, so that the first ``write``
+    of any thread is the rejected lines' append (no landed file's line, no log line before it).
+    """
+    root, landing_root = tmp_path / "run", tmp_path / "run-landing"
+    e = fresh(env, root, landing_root)
+    expected = make_rejected_workload(e.landing)
+    # every write, fsync, truncate, rename and unlink (the lines, the manifest, the moves), every
+    # 8th fdatasync and 64th pwrite64 (SQLite's)
+    points = crash_points(e, ok=(1,), stride={"pwrite64": 64, "fdatasync": 8}, cap=10_000, level="error")
+    assert ("write", 1) in points
+    assert len(points) > 5, points
+    failures = []
+    for call, n in points:
+        e = fresh(env, root, landing_root)
+        make_rejected_workload(e.landing)
+        replay(e, STRACE or "strace", "-f", "-qq", "-o", "/dev/null", "-e", f"trace={call}",
+               "-e", f"inject={call}:signal=KILL:when={n}", level="error")  # fmt: skip
+        again = replay(e)
+        try:
+            assert again.returncode == 1, again.stderr[-2000:]  # the two rejected files stay
+            invariants.check(e, expected, landing_may_hold=("pipe.csv", "link.csv"))
+            rejected = sorted(Path(r.source).name for r in e.rejected())
+            assert rejected == ["link.csv", "pipe.csv"], rejected
+        except AssertionError as exc:
+            failures.append(f"crash at {call} #{n}: {exc}")
+    assert not failures, f"{len(failures)}/{len(points)} crash points broke the record:\n" + "\n".join(
+        failures[:5]
+    )

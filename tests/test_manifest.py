@@ -600,8 +600,9 @@ def test_a_rejected_line_has_a_reason_and_no_content(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe.csv"
     os.mkfifo(fifo)
     st = os.lstat(fifo)
+    ident = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
     line = ManifestRecord.rejected(
-        "01REJ", tmp_path, "pipe.csv", st, "a FIFO: never opened", "deliver a regular file", at_ns=10**18
+        "01REJ", tmp_path, "pipe.csv", ident, "a FIFO: never opened", "deliver a regular file", at_ns=10**18
     ).to_json()
     rec = ManifestRecord.from_json(line)
     assert (rec.status, rec.action, rec.sha256, rec.warehouse) == (Status.REJECTED, Action.NONE, None, None)

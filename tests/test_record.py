@@ -66,9 +66,17 @@ def test_a_fifo_is_rejected_once_on_record_then_lands_once_replaced_by_a_file(en
     res = run_ingestor("status", "--state-path", str(env.state), "--json", cwd=env.root)
     rejected = orjson.loads(res.stdout)["rejected"]
     assert rejected["files"] == 2
-    assert {r["reason"] for r in rejected["by_reason"]} == {"a FIFO: never opened", "a symlink: never followed"}
+    assert {r["reason"] for r in rejected["by_reason"]} == {
+        "a FIFO: never opened",
+        "a symlink: never followed",
+    }
     text = run_ingestor("status", "--state-path", str(env.state), cwd=env.root).stdout
     assert "rejected     2 files that will not land as they are:" in text
+    # verify knows them: lines without a warehouse file or a record, not problems
+    res = run_ingestor("verify", *env.args(), "--json", cwd=env.root)
+    assert res.returncode == 0, res.stdout
+    checked = orjson.loads(res.stdout)["checked"]
+    assert (checked["lines"], checked["rejected"], checked["records"]) == (3, 2, 1)
     link.unlink()
     invariants.check(env, {env.ingested()[0].sha256: 11})
 
@@ -93,7 +101,12 @@ def test_kill_9_leaves_a_run_that_the_next_start_marks_failure(env: Env, daemon:
     wait_for(lambda: len(env.records()) == 3, 30, "b and its duplicate")
     assert d2.stop() == 0
     done = runs_of(env)[1]
-    assert (done["status"], done["landed"], done["duplicates"], done["error_summary"]) == ("success", 1, 1, None)
+    assert (done["status"], done["landed"], done["duplicates"], done["error_summary"]) == (
+        "success",
+        1,
+        1,
+        None,
+    )
     assert done["finished"] and done["host"] == socket.gethostname()
 
 
@@ -105,10 +118,15 @@ def test_every_log_line_and_manifest_line_of_a_run_carries_its_run_id(env: Env, 
     assert d.stop() == 0
     (run_id,) = {r["run_id"] for r in runs_of(env)}
     entries = d.logs()
-    assert entries and {e.get("run_id") for e in entries} == {run_id}, [e for e in entries if "run_id" not in e][:3]
+    assert entries and {e.get("run_id") for e in entries} == {run_id}, [
+        e for e in entries if "run_id" not in e
+    ][:3]
     rec = env.ingested()[0]
     assert (rec.run_id, rec.host) == (run_id, socket.gethostname())
-    assert (rec.source_relpath, rec.warehouse_relpath) == ("x.csv", os.path.relpath(rec.warehouse, env.warehouse))
+    assert (rec.source_relpath, rec.warehouse_relpath) == (
+        "x.csv",
+        os.path.relpath(rec.warehouse, env.warehouse),
+    )
     # the event saw it when it was written, before the stability window ended and it landed
     assert rec.detected_at is not None
     detected, ingested = parse_rfc3339(rec.detected_at), parse_rfc3339(rec.ingested_at)
@@ -158,7 +176,9 @@ def test_a_rejection_committed_by_a_process_that_died_before_its_line_gets_the_l
     assert query(env, "SELECT written FROM rejections WHERE id='01DEAD'") == [(1,)]
 
 
-def test_a_replay_killed_while_running_is_marked_by_the_daemon_that_starts_next(env: Env, daemon: Any) -> None:
+def test_a_replay_killed_while_running_is_marked_by_the_daemon_that_starts_next(
+    env: Env, daemon: Any
+) -> None:
     import subprocess
 
     for i in range(3000):
@@ -167,7 +187,9 @@ def test_a_replay_killed_while_running_is_marked_by_the_daemon_that_starts_next(
         ingestor_cmd("replay", *env.args(), "--stability-seconds", "0"),
         cwd=env.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    wait_for(lambda: env.state.exists() and any(r["kind"] == "replay" for r in runs_of(env)), 30, "the replay")
+    wait_for(
+        lambda: env.state.exists() and any(r["kind"] == "replay" for r in runs_of(env)), 30, "the replay"
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     daemon()

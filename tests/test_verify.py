@@ -99,14 +99,14 @@ def by_hand(
         ingestor_version="0",
     ).to_json()  # fmt: skip
     row = (rec_id, "manifested", "ingested", "landed", "synthetic", f"f{n}.dat".encode(), 1, n, len(data),
-           now, sha, rel.encode(), mrel, 0, now, None, None, None, now, 0, 0, 0)  # fmt: skip
+           now, sha, rel.encode(), mrel, 0, now, None, None, None, now, 0, 0, 0, now)  # fmt: skip
     return line, env.manifests / mrel, row
 
 
 def insert_rows(env: Env, rows: list[tuple[Any, ...]]) -> None:
     conn = sqlite3.connect(env.state)
     try:
-        conn.executemany(f"INSERT INTO files VALUES ({','.join('?' * 22)})", rows)
+        conn.executemany(f"INSERT INTO files VALUES ({','.join('?' * 23)})", rows)
         conn.executemany(
             "INSERT OR IGNORE INTO content VALUES (?, ?)", [(bytes.fromhex(r[10]), r[0]) for r in rows]
         )
@@ -244,7 +244,7 @@ def test_landed_warehouse_with_non_utf8_names_is_clean(wh: Env) -> None:
     rc, doc = audit(wh)
     assert (rc, found(doc)) == (0, {})
     assert doc["checked"] | {"seconds": 0} == {
-        "lines": 15, "files": 15, "records": 15, "bytes_hashed": GOLD_BYTES, "seconds": 0
+        "lines": 15, "rejected": 0, "files": 15, "records": 15, "bytes_hashed": GOLD_BYTES, "seconds": 0
     }  # fmt: skip
 
 

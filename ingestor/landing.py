@@ -33,7 +33,7 @@ from ingestor.outcome import Outcome, Then
 from ingestor.progress import Progress
 from ingestor.ready import Readiness, wait_event
 from ingestor.records import Candidate, Record, Status
-from ingestor.rejections import Rejected
+from ingestor.rejections import VANISHED, VANISHED_HINT, Rejected
 from ingestor.settings import Settings
 from ingestor.stages import SiteStages
 
@@ -201,6 +201,10 @@ class Landing:
                 r.retry(f.rel, r.window)
             elif then is Then.VANISHED:
                 self.metrics.error("vanished")
+                if f.record is not None:  # planned, gone before it moved: abandoned, and on record
+                    i = f.record.identity
+                    ident = (i.inode, i.device, i.size, i.mtime_ns)
+                    r.on_reject(Rejected(f.rel, ident, VANISHED, VANISHED_HINT))
             elif then is Then.REJECTED:
                 self._rejected(f.rel, f.key, f.error)
             elif then is Then.REPORTED:

@@ -2,7 +2,9 @@
 
 Readiness and the workers find them: a symlink (never followed), a FIFO or a
 device (never opened), a path too long for the kernel, a path that cannot be
-reached, an unreadable file, a sidecar whose data file never came. Each is
+reached, an unreadable file, a sidecar whose data file never came, a file
+that vanished after it was planned and before it moved (its record is
+abandoned). Each is
 recorded in the ledger (``rejections``: unique per path, landing dir and
 identity) and by a manifest line with status ``rejected``, its ``reason`` and
 ``hint``. The same file seen again (every scan sees it, a restart sees it
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 
 _UNKNOWN = (-1, -1, -1, -1)  # the identity of a file that could not be stat'ed
 SHORTEN = "shorten the path: the kernel takes no longer one below the landing dir"
+VANISHED = "vanished before it moved: deleted or moved away while it was landing"
+VANISHED_HINT = "nothing of it landed: deliver it again if it was meant to land"
 ORPHAN_HINT = "write its data file (it then lands), or remove the sidecar"
 
 

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from ingestor import lookup as lookup_mod
+from ingestor.rejections import VANISHED
 from tests.conftest import Env, ingestor_cmd, run_ingestor
 from tests.waiting import wait_for
 
@@ -180,13 +181,17 @@ def test_every_kind_of_query_on_a_ledger_of_every_kind_of_record(env: Env) -> No
     assert d["duplicated_by"] == [] and line_at(env, d)["id"] == dup.id
     assert only_match(answers["quarantined"]) == d == only_match(answers["id"])
 
-    ab = only_match(answers["abandoned"])
+    # the abandoned record, and the vanished file on record as rejected (newest first)
+    vanished, ab = answers["abandoned"]["matches"]
     assert (ab["state"], ab["ledger_state"], ab["note"]) == (
         "abandoned",
         "abandoned",
         "vanished before it moved",
     )
     assert ab["id"] == gone["id"] and ab["warehouse_path"] is None and ab["manifest"] is None
+    assert (vanished["state"], vanished["reason"]) == ("rejected", VANISHED)
+    assert (vanished["size"], vanished["inode"]) == (ab["size"], ab["inode"])
+    assert line_at(env, vanished)["id"] == vanished["id"]
 
     sym = only_match(answers["symlink"])
     assert (sym["id"], sym["state"], sym["status"], sym["action"]) == (

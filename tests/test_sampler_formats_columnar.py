@@ -166,13 +166,40 @@ def test_orc_empty_file_keeps_the_schema(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("codec", ["zstd", "uncompressed"])
-def test_orc_first_stripe_over_the_cap_is_too_large_not_malformed(tmp_path: Path, codec: str) -> None:
-    """pyarrow reads a whole stripe: one larger than the byte cap is too large (found by
-    bench_sampler at 2 GB with 64 MiB zstd stripes, reported as malformed)."""
-    src = pa.table({"v": [os.urandom(32).hex() for _ in range(100_000)]})
+def test_orc_first_rows_of_a_stripe_larger_than_the_cap(tmp_path: Path, codec: str) -> None:
+    """The first rows cost the first blocks of each column stream, not the stripe: before, the whole
+    stripe was read (a 64 MiB zstd stripe at 2 GB: 67 MB read, 404 MB peak RSS, no sample)."""
+    rows = 150_000
+    src = pa.table(
+        {"id": pa.array(range(rows), pa.int64()), "v": [os.urandom(32).hex() for _ in range(rows)]}
+    )
     path = tmp_path / "big.orc"
     orc.write_table(src, path, compression=codec, stripe_size=64 << 20)
-    assert orc.ORCFile(path).nstripes == 1
+    assert orc.ORCFile(path).nstripes == 1 and path.stat().st_size > 4 << 20
+    out, result, spent = sample_path(path, sample_orc, Limits(rows=10, max_bytes=1 << 20), strict=True)
+    back = orc.ORCFile(io.BytesIO(out))
+    assert back.read().equals(src.slice(0, 10)) and result.rows == 10 and result.note == "first rows"
+    assert spent < 1 << 20  # the tail read 3 times, 128 KiB of each stream; closing the scan read nothing
+
+
+@pytest.mark.parametrize("codec", ["zstd", "uncompressed"])
+def test_orc_first_rows_over_the_cap_are_too_large_not_malformed(tmp_path: Path, codec: str) -> None:
+    """liborc reports the cap's exception as a parse error: it is still too large (found by
+    bench_sampler at 2 GB with 64 MiB zstd stripes, reported as malformed)."""
+    src = pa.table({f"c{i}": [os.urandom(32).hex() for _ in range(20_000)] for i in range(8)})
+    path = tmp_path / "wide.orc"
+    orc.write_table(src, path, compression=codec, stripe_size=64 << 20)
     with pytest.raises(SampleError) as err:
-        sample_path(path, sample_orc, Limits(rows=10, max_bytes=1 << 20), strict=True)
+        sample_path(path, sample_orc, Limits(rows=10, max_bytes=256 << 10), strict=True)
     assert err.value.kind is ErrorKind.TOO_LARGE
+
+
+def test_orc_stripes_shorter_than_n_rows(tmp_path: Path) -> None:
+    src = table(20_000)
+    path = tmp_path / "small-stripes.orc"
+    orc.write_table(src, path, stripe_size=16 << 10)
+    assert orc.ORCFile(path).nstripes > 5
+    first = orc.ORCFile(path).read_stripe(0).num_rows
+    out, result, _ = sample_path(path, sample_orc, Limits(rows=first * 3 + 7), strict=True)
+    assert orc.ORCFile(io.BytesIO(out)).read().equals(src.slice(0, first * 3 + 7))
+    assert result.rows == first * 3 + 7

@@ -20,7 +20,7 @@ none, ``SampleError(TOO_LARGE)`` (a single 1 GB line, a gzip bomb of zeros).
 - JSONL/NDJSON: the first N records, byte for byte; blank lines are not
   records (not kept, not counted).
 - Plain lines (a compressed log): the first N lines, byte for byte.
-- JSON: see ``formats_json``; Parquet, Arrow, ORC: ``formats_columnar``;
+- JSON: see ``formats_json``; Parquet, ORC: ``formats_columnar``; Arrow: ``formats_arrow``;
   Avro: ``formats_avro``; xlsx: ``formats_office``; compressed files:
   ``formats_compressed``; archives: ``formats_archive``.
 """

@@ -1,4 +1,4 @@
-"""Samplers for columnar files, read with pyarrow: Parquet, Arrow IPC (file, stream, Feather), ORC.
+"""Samplers for columnar files, read with pyarrow: Parquet and ORC (Arrow IPC: ``formats_arrow``).
 
 Same contract as ``formats``: a ``BoundedFile`` in (opened ``strict``, so a
 read the budget cannot grant raises at once instead of coming back short),
@@ -10,13 +10,6 @@ errors (corrupt footers, truncated messages) are ``MALFORMED``.
   source's compression codec; pyarrow reads with a small ``buffer_size`` and
   no pre-buffering, so only the first pages of the first row group's column
   chunks are read, even when that row group is gigabytes.
-- Arrow IPC file and Feather v2 (``ARROW1``): the footer (checked against
-  the file and the cap first), then record batches from the first until N
-  rows; the schema and its metadata are kept. A record batch is read whole:
-  a first batch larger than the cap is ``TOO_LARGE``.
-- Arrow IPC stream: the schema message, then batches in order until N rows.
-  A stream that ends inside a message is ``MALFORMED``; one that ends
-  cleanly with fewer rows is a complete (short) sample.
 - ORC: the file tail (postscript, footer) for the schema, codec and row
   count, then the first N rows through pyarrow's dataset scanner in batches
   of N rows: its stripe reader fetches each column stream 128 KiB at a time
@@ -51,7 +44,7 @@ _ORC_CODECS = {"UNCOMPRESSED": "uncompressed", "ZLIB": "zlib", "SNAPPY": "snappy
                "ZSTD": "zstd"}  # fmt: skip
 
 
-def _footer_len(f: BoundedFile, magic: bytes, what: str) -> int:
+def trailer_length(f: BoundedFile, magic: bytes, what: str) -> int:
     """The length a trailer ``<int32 little-endian><magic>`` declares, checked against file and cap."""
     if f.size < 4 + 2 * len(magic):
         raise SampleError(ErrorKind.MALFORMED, f"too short to be {what}")
@@ -68,7 +61,7 @@ def _footer_len(f: BoundedFile, magic: bytes, what: str) -> int:
     return footer_len
 
 
-def _pyarrow_error(f: BoundedFile, exc: Exception, what: str) -> SampleError:
+def pyarrow_error(f: BoundedFile, exc: Exception, what: str) -> SampleError:
     """A pyarrow error as a ``SampleError``: the cap or the deadline when one of them made a read
     fail (liborc rethrows what a read raised as its own error, keeping only the message),
     else ``MALFORMED``."""
@@ -81,7 +74,7 @@ def _pyarrow_error(f: BoundedFile, exc: Exception, what: str) -> SampleError:
     return SampleError(ErrorKind.MALFORMED, f"not readable as {what}: {exc}")
 
 
-def _first_rows(batches: list[pa.RecordBatch], schema: pa.Schema, rows: int) -> pa.Table:
+def first_rows(batches: list[pa.RecordBatch], schema: pa.Schema, rows: int) -> pa.Table:
     import pyarrow as pa
 
     return pa.Table.from_batches(batches, schema=schema).slice(0, rows)
@@ -94,7 +87,7 @@ def sample_parquet(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    _footer_len(f, b"PAR1", "Parquet")
+    trailer_length(f, b"PAR1", "Parquet")
     try:
         pf = pq.ParquetFile(f, buffer_size=1 << 16, pre_buffer=False)
         schema = pf.schema_arrow
@@ -105,7 +98,7 @@ def sample_parquet(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
             n += batch.num_rows
             if n >= limits.rows:
                 break
-        table = _first_rows(batches, schema, limits.rows)
+        table = first_rows(batches, schema, limits.rows)
         codec = "snappy"
         if pf.metadata.num_row_groups and pf.metadata.num_columns:
             codec = pf.metadata.row_group(0).column(0).compression.lower()
@@ -118,64 +111,6 @@ def sample_parquet(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
         raise SampleError(ErrorKind.MALFORMED, f"not readable as Parquet: {exc}") from exc
     more = n > limits.rows or pf.metadata.num_rows > table.num_rows
     return Sampled(rows=table.num_rows, truncated=False, note="first rows" if more else None)
-
-
-# --- Arrow IPC ----------------------------------------------------------------
-
-
-def sample_arrow_file(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
-    """Arrow IPC file / Feather v2: the first batches' rows, as an IPC file."""
-    import pyarrow as pa
-
-    _footer_len(f, ARROW_MAGIC, "Arrow IPC file")
-    try:
-        reader = pa.ipc.open_file(f)
-        schema = reader.schema
-        batches = []
-        n = 0
-        for i in range(reader.num_record_batches):
-            batch = reader.get_batch(i)
-            batches.append(batch)
-            n += batch.num_rows
-            if n >= limits.rows:
-                break
-        table = _first_rows(batches, schema, limits.rows)
-        with pa.ipc.new_file(out, schema) as writer:
-            writer.write_table(table)
-        more = n > table.num_rows or len(batches) < reader.num_record_batches
-    except SampleError:
-        raise
-    except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
-        raise SampleError(ErrorKind.MALFORMED, f"not readable as an Arrow IPC file: {exc}") from exc
-    return Sampled(rows=table.num_rows, truncated=False, note="first rows" if more else None)
-
-
-def sample_arrow_stream(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
-    """Arrow IPC stream: batches in order until N rows, as an IPC stream."""
-    import pyarrow as pa
-
-    try:
-        reader = pa.ipc.open_stream(f)
-        schema = reader.schema
-        batches = []
-        n = 0
-        ended = False
-        while n < limits.rows:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                ended = True
-                break
-            batches.append(batch)
-            n += batch.num_rows
-        table = _first_rows(batches, schema, limits.rows)
-        with pa.ipc.new_stream(out, schema) as writer:
-            writer.write_table(table)
-    except SampleError:
-        raise
-    except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
-        raise SampleError(ErrorKind.MALFORMED, f"not readable as an Arrow IPC stream: {exc}") from exc
-    return Sampled(rows=table.num_rows, truncated=False, note=None if ended else "first rows")
 
 
 # --- ORC ----------------------------------------------------------------------
@@ -259,13 +194,13 @@ def sample_orc(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
                 gate.shut()
                 with contextlib.suppress(pa.ArrowException, OSError, SampleError):
                     scan.close()  # drains the scan: every read now fails at once
-        table = _first_rows(batches, schema, limits.rows)
+        table = first_rows(batches, schema, limits.rows)
         orc.write_table(table, out, compression=codec)
         more = nrows > table.num_rows
     except SampleError:
         raise
     except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
-        raise _pyarrow_error(f, exc, "ORC") from exc
+        raise pyarrow_error(f, exc, "ORC") from exc
     finally:
         gate.shut()
     notes = ["first rows"] if more else []

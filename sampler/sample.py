@@ -44,8 +44,9 @@ from ingestor import __version__
 from ingestor.manifest import ManifestRecord, rfc3339
 from sampler.formats import Sampled, sample_csv, sample_jsonl
 from sampler.formats_archive import sample_tar, sample_zip
+from sampler.formats_arrow import sample_arrow_file, sample_arrow_stream
 from sampler.formats_avro import sample_avro
-from sampler.formats_columnar import sample_arrow_file, sample_arrow_stream, sample_orc, sample_parquet
+from sampler.formats_columnar import sample_orc, sample_parquet
 from sampler.formats_compressed import sample_compressed
 from sampler.formats_json import sample_json
 from sampler.formats_office import sample_xlsx

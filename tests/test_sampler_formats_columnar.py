@@ -1,4 +1,4 @@
-"""Arrow IPC (file, stream, Feather) and ORC samplers against real files read back by pyarrow, pandas, DuckDB."""
+"""The ORC sampler against real files read back by pyarrow and pandas (Arrow IPC: test_sampler_formats_arrow)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,12 @@ import io
 import os
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
-import pyarrow.feather as feather
-import pyarrow.ipc as ipc
 import pyarrow.orc as orc
 import pytest
 
-from sampler.formats_columnar import sample_arrow_file, sample_arrow_stream, sample_orc
+from sampler.formats_columnar import sample_orc
 from sampler.limits import ErrorKind, Limits, SampleError
 from tests.sampler_helpers import sample_path
 
@@ -32,96 +29,6 @@ def table(rows: int) -> pa.Table:
             "tags": pa.array([[str(i), "t"] for i in range(rows)], pa.list_(pa.string())),
         }
     ).replace_schema_metadata({b"owner": b"data-team", b"source": b"unit-test"})
-
-
-def write_ipc_file(path: Path, t: pa.Table, chunk: int) -> None:
-    with ipc.new_file(path, t.schema) as w:
-        w.write_table(t, max_chunksize=chunk)
-
-
-def write_ipc_stream(path: Path, t: pa.Table, chunk: int) -> None:
-    with ipc.new_stream(path, t.schema) as w:
-        w.write_table(t, max_chunksize=chunk)
-
-
-def test_arrow_file_first_rows_schema_metadata(tmp_path: Path) -> None:
-    src = table(10_000)
-    path = tmp_path / "t.arrow"
-    write_ipc_file(path, src, 1000)
-    out, result, spent = sample_path(path, sample_arrow_file, Limits(rows=25), strict=True)
-    sample = ipc.open_file(pa.BufferReader(out)).read_all()
-    assert sample.schema.equals(src.schema, check_metadata=True)
-    assert sample.equals(src.slice(0, 25)) and result.rows == 25 and result.note == "first rows"
-    assert spent < path.stat().st_size / 4  # the first batch and the footer, not the file
-    (tmp_path / "s.arrow").write_bytes(out)
-    pd.testing.assert_frame_equal(pd.read_feather(tmp_path / "s.arrow"), src.slice(0, 25).to_pandas())
-
-
-def test_feather_compressed_round_trips_with_pandas_and_duckdb(tmp_path: Path) -> None:
-    src = table(5000)
-    path = tmp_path / "t.feather"
-    feather.write_feather(src, path, compression="zstd", chunksize=700)
-    out, result, _ = sample_path(path, sample_arrow_file, Limits(rows=800), strict=True)
-    sample_file = tmp_path / "t_sample.feather"
-    sample_file.write_bytes(out)
-    back = feather.read_table(sample_file)
-    assert back.schema.equals(src.schema, check_metadata=True) and back.equals(src.slice(0, 800))
-    assert result.rows == 800  # two batches were read (700 + 100)
-    pd.testing.assert_frame_equal(pd.read_feather(sample_file), pd.read_feather(path).head(800))
-    con = duckdb.connect()
-    con.register("sample", back)
-    assert con.execute("SELECT count(*), min(id), max(id) FROM sample").fetchall() == [(800, 0, 799)]
-    con.close()
-
-
-def test_arrow_stream_first_rows_and_short_stream(tmp_path: Path) -> None:
-    src = table(3000)
-    path = tmp_path / "t.arrows"
-    write_ipc_stream(path, src, 512)
-    out, result, spent = sample_path(path, sample_arrow_stream, Limits(rows=600), strict=True)
-    sample = ipc.open_stream(pa.BufferReader(out)).read_all()
-    assert sample.schema.equals(src.schema, check_metadata=True) and sample.equals(src.slice(0, 600))
-    assert result.rows == 600 and result.note == "first rows"
-    assert spent < path.stat().st_size / 2
-    out, result, _ = sample_path(path, sample_arrow_stream, Limits(rows=10_000), strict=True)
-    assert ipc.open_stream(pa.BufferReader(out)).read_all().equals(src) and result.note is None
-
-
-def test_truncated_arrow_stream_is_malformed(tmp_path: Path) -> None:
-    path = tmp_path / "t.arrows"
-    write_ipc_stream(path, table(3000), 3000)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(SampleError) as err:
-        sample_path(path, sample_arrow_stream, Limits(rows=10), strict=True)
-    assert err.value.kind is ErrorKind.MALFORMED
-
-
-def test_arrow_file_corrupt_or_lying_footer(tmp_path: Path) -> None:
-    path = tmp_path / "t.arrow"
-    write_ipc_file(path, table(100), 50)
-    data = bytearray(path.read_bytes())
-    data[-10:-6] = (1 << 30).to_bytes(4, "little")  # a footer length past the file
-    path.write_bytes(bytes(data))
-    with pytest.raises(SampleError) as err:
-        sample_path(path, sample_arrow_file, Limits(rows=10), strict=True)
-    assert err.value.kind is ErrorKind.MALFORMED
-    write_ipc_file(path, table(100), 50)
-    data = bytearray(path.read_bytes())
-    n = int.from_bytes(data[-10:-6], "little")
-    data[-10 - n : -10] = os.urandom(n)
-    path.write_bytes(bytes(data))
-    with pytest.raises(SampleError) as err:
-        sample_path(path, sample_arrow_file, Limits(rows=10), strict=True)
-    assert err.value.kind is ErrorKind.MALFORMED
-
-
-def test_arrow_first_batch_over_the_cap_is_too_large(tmp_path: Path) -> None:
-    path = tmp_path / "big.arrow"
-    write_ipc_file(path, pa.table({"v": [os.urandom(32).hex() for _ in range(100_000)]}), 100_000)
-    with pytest.raises(SampleError) as err:
-        sample_path(path, sample_arrow_file, Limits(rows=10, max_bytes=1 << 20), strict=True)
-    assert err.value.kind is ErrorKind.TOO_LARGE
 
 
 @pytest.mark.parametrize("codec", ["zstd", "snappy", "uncompressed"])

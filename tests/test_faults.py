@@ -57,6 +57,9 @@ def test_inotify_queue_overflow_is_caught_by_rescan(env: Env, daemon) -> None:
     """SIGSTOP the daemon, make more events than the queue holds, SIGCONT: it overflows."""
     queue = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
     d = daemon(stability="0.2")
+    # idle first: stopped in the middle of a step (the start-up scan), asyncio's debug mode would
+    # report that step as a blocked loop
+    wait_for(lambda: d.event("scan_done"), 30, "the start-up scan")
     d.send(signal.SIGSTOP)
     expected: dict[str, int] = {}
     try:

@@ -34,7 +34,10 @@ def query(env: Env, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 
 def runs_of(env: Env) -> list[dict[str, Any]]:
     cols = ("run_id", "kind", "host", "status", "landed", "duplicates", "rejected", "errors", "error_summary")
-    rows = query(env, f"SELECT {', '.join(cols)}, finished_ns FROM runs ORDER BY started_ns")
+    try:
+        rows = query(env, f"SELECT {', '.join(cols)}, finished_ns FROM runs ORDER BY started_ns")
+    except sqlite3.OperationalError:  # the ledger is being made: no table yet
+        return []
     return [{**dict(zip(cols, r[:-1], strict=True)), "finished": r[-1] is not None} for r in rows]
 
 
@@ -187,11 +190,13 @@ def test_a_replay_killed_while_running_is_marked_by_the_daemon_that_starts_next(
         ingestor_cmd("replay", *env.args(), "--stability-seconds", "0"),
         cwd=env.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    wait_for(
-        lambda: env.state.exists() and any(r["kind"] == "replay" for r in runs_of(env)), 30, "the replay"
-    )
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
+    try:
+        wait_for(
+            lambda: env.state.exists() and any(r["kind"] == "replay" for r in runs_of(env)), 30, "the replay"
+        )
+    finally:  # never a replay left running behind the test
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
     daemon()
     wait_for(lambda: runs_of(env)[0]["status"] == "failure", 30, "the dead replay marked")
     wait_for(lambda: len(env.ingested()) == 3000, 60, "every file")

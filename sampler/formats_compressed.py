@@ -15,10 +15,16 @@ ends inside a frame before N records is ``MALFORMED`` (truncated), as are
 bytes that are not of the codec.
 
 Decoders: gzip ``limits.GzipStream`` (zlib), bzip2 and xz the stdlib's
-``bz2``/``lzma`` decompressor objects (``decompress(data, max_length)``), zstd
+``bz2``/``lzma`` decompressor objects (``decompress(data, max_length)``: asked
+for 16 KiB first, doubling, and fed 64 KiB at a time, so a sample of a few
+hundred rows decodes one bzip2 block, not two, and a few KB of xz), zstd
 and LZ4 pyarrow's ``CompressedInputStream`` (it decompresses at most 1 MiB
-ahead of what is asked). Encoders: ``gzip``/``bz2``/``lzma`` file objects and
-pyarrow's ``CompressedOutputStream``.
+ahead of what is asked). Encoders: ``gzip``/``bz2``/``lzma`` file objects
+(xz at preset 0: a sample is small) and pyarrow's ``CompressedOutputStream``.
+
+A bzip2 sample costs one block at least (up to 900 kB of text, ~400 kB
+compressed at level 9): bzip2 can output nothing of a block before it has
+decoded all of it.
 
 When the inner format is unknown (``x.gz``, ``data.zst``) or only "text"
 (``.txt``, ``.dat``), it is sniffed from the first decompressed bytes
@@ -51,6 +57,13 @@ from sampler.paths import Kind
 from sampler.sniff import sniff_text
 
 _ARROW_CODECS = {Kind.ZSTD: "zstd", Kind.LZ4: "lz4"}  # pyarrow's "lz4" is the LZ4 frame format
+# bzip2 and xz: output asked of the decompressor at first (doubling up to CHUNK on each read), and
+# compressed bytes read at a time. bzip2 inverts its transform as it outputs, at random memory
+# access per byte: 1 MiB asked cost two 900 kB blocks and 77 ms, 16 KiB (100 CSV rows and the
+# sniffer's 8 KiB) one block and ~38 ms; xz 1 MiB of output 34 ms, 16 KiB under 1 ms.
+FIRST_OUTPUT = 16 << 10
+INPUT_CHUNK = 64 << 10
+XZ_SAMPLE_PRESET = 0  # the sample's encoder: a few KB to compress; preset 6 costs ~4 ms and ~20 MB to set up
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 
 
@@ -71,17 +84,19 @@ class StdlibStream:
         self._d = self._new()
         self._pending = b""  # compressed input not yet handed to the decompressor
         self._done = False
+        self._ask = FIRST_OUTPUT  # output asked of the next read, at most
         self.consumed = 0
 
     def read(self, n: int = CHUNK, /) -> bytes:
         if n is None or n < 0:
             n = CHUNK
+        n = min(n, self._ask)
         while not self._done:
             if self._d.eof:
                 rest = self._d.unused_data + self._pending
                 self._pending = b""
                 if not rest:
-                    rest = self.raw.read(CHUNK)
+                    rest = self.raw.read(INPUT_CHUNK)
                 if not rest.startswith(self._magic):
                     # the end of the last stream; xz stream padding (NULs) or junk after it is ignored
                     self._done = True
@@ -95,7 +110,7 @@ class StdlibStream:
             if self._d.needs_input:
                 data, self._pending = self._pending, b""
                 if not data:
-                    data = self.raw.read(CHUNK)
+                    data = self.raw.read(INPUT_CHUNK)
                     if not data:
                         raise SampleError(
                             ErrorKind.MALFORMED,
@@ -108,6 +123,7 @@ class StdlibStream:
             if out:
                 self.budget.spend(len(out))
                 self.consumed += len(out)
+                self._ask = min(2 * self._ask, CHUNK)
                 return bytes(out)
         return b""
 
@@ -189,7 +205,7 @@ def compressor(codec: Kind, out: BinaryIO) -> Iterator[Sink]:
         with bz2.BZ2File(out, "wb") as bz:
             yield bz
     elif codec is Kind.XZ:
-        with lzma.LZMAFile(out, "wb", format=lzma.FORMAT_XZ) as xz:
+        with lzma.LZMAFile(out, "wb", format=lzma.FORMAT_XZ, preset=XZ_SAMPLE_PRESET) as xz:
             yield xz
     else:
         import pyarrow as pa

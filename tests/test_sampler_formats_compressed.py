@@ -158,3 +158,30 @@ def test_tar_inside_is_listed(tmp_path: Path, kind: Kind) -> None:
     out, result, _ = sample_path(path, sample_compressed, Limits(rows=10), kind, Kind.TAR)
     lines = out.decode().splitlines()
     assert lines[1].endswith('"a.csv"') and lines[2].endswith('"b.csv"') and result.rows == 2
+
+
+@pytest.mark.parametrize("kind", [Kind.BZIP2, Kind.XZ])
+def test_a_few_rows_decode_little(tmp_path: Path, kind: Kind) -> None:
+    """bzip2 and xz are asked for 16 KiB of output first: 100 rows of a multi-block bzip2 decode
+    its first block only, and of an xz a few KB. Before, 1 MiB was asked at once (two bzip2 blocks,
+    1 MiB of xz output) and 1 MiB of the file read: ~2 MB spent."""
+    rows = [b"id,payload,n"] + [
+        b"%d,%s,%d" % (i, os.urandom(24).hex().encode(), i % 97) for i in range(60_000)
+    ]
+    data = b"\n".join(rows) + b"\n"
+    path = tmp_path / f"t.csv{SUFFIX[kind]}"
+    path.write_bytes(compress(kind, data))
+    assert path.stat().st_size > 1 << 20  # 2.3 MB of text: three bzip2 blocks
+    out, result, spent = sample_path(path, sample_compressed, Limits(rows=100), kind, Kind.CSV)
+    assert decompress(kind, out) == b"\n".join(rows[:101]) + b"\n" and result.rows == 100
+    assert spent < (600 << 10 if kind is Kind.BZIP2 else 100 << 10)  # bzip2: one block, ~440 KB compressed
+
+
+def test_xz_sample_is_written_at_a_cheap_preset(tmp_path: Path) -> None:
+    """The sample's xz encoder is set up at preset 0 (a 256 KiB dictionary), not 6 (8 MiB)."""
+    path = tmp_path / "t.csv.xz"
+    path.write_bytes(compress(Kind.XZ, csv_text(100)))
+    out, _, _ = sample_path(path, sample_compressed, Limits(rows=10), Kind.XZ, Kind.CSV)
+    # the block header after the 12-byte stream header: the LZMA2 filter (id 0x21, 1 byte of
+    # properties) and its dictionary size, 0x0c for 256 KiB (preset 6: 0x16, 8 MiB)
+    assert out[12 + 2 : 12 + 5] == b"\x21\x01\x0c"

@@ -29,6 +29,8 @@ from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.pg"]  # pg_server, pg_url: a real PostgreSQL server
+
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()

@@ -1,7 +1,8 @@
 """The xlsx sampler: the first N rows of each sheet, up to ``Limits.max_sheets`` sheets, as xlsx.
 
 Input: a ``BoundedFile`` of an xlsx (a zip of XML parts). Output: an xlsx
-written by openpyxl in write-only mode, one sheet per source sheet (same
+written by ``xlsx_write`` (openpyxl's write-only mode cost as much as the
+reading), one sheet per source sheet (same
 titles and visibility, in order) holding the cell values of its first N rows
 (cached values of formulas: ``data_only``, so the sample reads as the source
 does without recalculation). Styles, charts, comments and merged cells are
@@ -138,20 +139,12 @@ class InflateMeter:
         self.closed = True
 
 
-def _value(ws: Any, value: Any) -> Any:
-    """A cell for the write-only sheet: a string that starts with '=' stays a string."""
-    if isinstance(value, str) and value.startswith("="):
-        from openpyxl.cell import WriteOnlyCell
-
-        cell = WriteOnlyCell(ws, value)
-        cell.data_type = "s"
-        return cell
-    return value
-
-
 def sample_xlsx(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
+
+    from sampler.xlsx_read import first_rows
+    from sampler.xlsx_write import write_xlsx
 
     with open_zip(f, limits) as zf:
         infos = zf.infolist()
@@ -170,7 +163,7 @@ def sample_xlsx(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
                 ErrorKind.MALFORMED, f"not readable as xlsx: {type(exc).__name__}: {exc}"
             ) from exc
         try:
-            sample = openpyxl.Workbook(write_only=True)
+            taken: list[tuple[str, str, list[tuple[Any, ...]]]] = []
             source_sheets = wb.worksheets
             for ws in source_sheets[: limits.max_sheets]:
                 if (ws.max_row or 0) > MAX_ROWS or (ws.max_column or 0) > MAX_COLUMNS:
@@ -179,13 +172,10 @@ def sample_xlsx(f: BoundedFile, out: BinaryIO, limits: Limits) -> Sampled:
                         f"sheet {ws.title!r} claims {ws.max_row} rows x {ws.max_column} columns, past Excel's grid",
                     )
                 ws.reset_dimensions()  # read-only sheets: a <dimension> inside the grid may still lie
-                dst = sample.create_sheet(title=ws.title)
-                dst.sheet_state = ws.sheet_state
-                for row in ws.iter_rows(max_row=limits.rows, values_only=True):
-                    dst.append([_value(dst, v) for v in row])
-                    rows += 1
+                taken.append((ws.title, ws.sheet_state, first_rows(ws, limits.rows)))
+                rows += len(taken[-1][2])
                 sheets += 1
-            sample.save(out)
+            write_xlsx(out, taken)
         except SampleError:
             raise
         except (zipfile.BadZipFile, ParseError, KeyError, ValueError, TypeError, IndexError,

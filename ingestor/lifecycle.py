@@ -221,9 +221,9 @@ class Daemon:
                 parts.append("the landing dir was replaced")
             failed = self.stats.failed + self._failed
             if failed:
-                parts.append(f"{failed} files could not be landed")
+                parts.append(f"{_files(failed)} could not be landed")
             if self._retrying:
-                parts.append(f"{self._retrying} files still failing after {RETRY_ROUNDS} retries")
+                parts.append(f"{_files(self._retrying)} still failing after {RETRY_ROUNDS} retries")
             if parts:
                 return "; ".join(parts)
         return None
@@ -644,6 +644,10 @@ class Daemon:
             "events_total": self.hub.events if self.hub is not None else 0,
             "landing_dirs": len(self.sites),
         }
+
+
+def _files(n: int) -> str:
+    return "1 file" if n == 1 else f"{n:,} files"
 
 
 def _raise_open_files_limit() -> None:

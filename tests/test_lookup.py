@@ -432,7 +432,7 @@ def test_runs_after_two_replays_and_a_daemon(env: Env, daemon: Any) -> None:
     assert (second["landed"], second["rejected"], second["error_summary"]) == (
         0,
         1,
-        "1 files could not be landed",
+        "1 file could not be landed",
     )
     assert (newest["landed"], newest["status"]) == (1, "success") and newest["seconds"] > 0
     assert newest["pid"] != first["pid"] and newest["host"] == first["host"]
@@ -445,7 +445,7 @@ def test_runs_after_two_replays_and_a_daemon(env: Env, daemon: Any) -> None:
     assert text[1].startswith(newest["run_id"] + "  daemon")
     assert (
         text[2].startswith(second["run_id"] + "  replay")
-        and text[3] == "  error: 1 files could not be landed"
+        and text[3] == "  error: 1 file could not be landed"
     )
     assert text[4].startswith(first["run_id"]) and len(text) == 5
     res = run_ingestor("runs", *env.args(), "--last", "2", cwd=env.root)  # the ledger beside --input

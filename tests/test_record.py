@@ -147,7 +147,7 @@ def test_a_replay_is_a_run_whose_failure_says_why(env: Env) -> None:
     assert (run["kind"], run["status"], run["landed"], run["duplicates"], run["rejected"]) == (
         "replay", "failure", 1, 1, 1,
     )  # fmt: skip
-    assert run["error_summary"] == "1 files could not be landed"
+    assert run["error_summary"] == "1 file could not be landed"
     (env.landing / "pipe.csv").unlink()
     res = run_ingestor("replay", *env.args(), "--stability-seconds", "0", cwd=env.root)
     assert res.returncode == 0, res.stderr

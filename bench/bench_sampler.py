@@ -48,7 +48,7 @@ same CSV text in zstd, bzip2, xz (preset 0) and LZ4 frame (sizes are
 compressed sizes), an Arrow IPC file and stream (32 Ki-row batches), a
 Feather file as ``pyarrow.feather.write_feather`` writes it by default (LZ4,
 64 Ki-row batches), ORC with 8 MiB stripes and with pyarrow's default 64 MiB
-stripes, uncompressed and zstd (the sampler reads the whole first stripe),
+stripes, uncompressed and zstd (a sampler that read the whole first stripe paid 64 MiB),
 Avro (deflate, fastavro's 16 KB blocks) and an xlsx of one sheet (its XML
 written directly with a ``<dimension>``, deflate level 1; the size is the
 zip's; Excel's grid stops at 1,048,576 rows, so a large xlsx gets wider rows:

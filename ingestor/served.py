@@ -120,7 +120,10 @@ class Served:
 
     async def _record(self) -> None:
         delay = 0.5
-        while self.rejects and not self._rejections_closed and not await self.record_rejections():
+        while self.rejects and not self._rejections_closed:  # found meanwhile too
+            if await self.record_rejections():
+                delay = 0.5
+                continue
             if await wait_event(self.stopping, delay):
                 return  # stopping: close_rejections makes the last attempt
             delay = min(delay * 2, self.s.retry_max_seconds)

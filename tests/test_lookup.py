@@ -444,8 +444,7 @@ def test_runs_after_two_replays_and_a_daemon(env: Env, daemon: Any) -> None:
                                "landed", "dups", "rejected", "errors"]  # fmt: skip
     assert text[1].startswith(newest["run_id"] + "  daemon")
     assert (
-        text[2].startswith(second["run_id"] + "  replay")
-        and text[3] == "  error: 1 file could not be landed"
+        text[2].startswith(second["run_id"] + "  replay") and text[3] == "  error: 1 file could not be landed"
     )
     assert text[4].startswith(first["run_id"]) and len(text) == 5
     res = run_ingestor("runs", *env.args(), "--last", "2", cwd=env.root)  # the ledger beside --input
